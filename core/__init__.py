@@ -1,0 +1,1 @@
+"""facefleet core: the face pipeline as a pure library (no Celery, no CLI)."""

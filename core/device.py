@@ -1,0 +1,18 @@
+"""Choosing the compute device: CUDA when present and asked for, else the CPU."""
+
+from __future__ import annotations
+
+from core.errors import ModelError
+
+
+def resolve_device(name: str = "auto") -> str:
+    """Map "auto" | "cpu" | "cuda" to a concrete torch device string."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda was asked for, but no CUDA GPU is visible to torch")
+    if name not in ("cpu", "cuda"):
+        raise ModelError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return name

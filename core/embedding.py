@@ -1,0 +1,177 @@
+"""The 512-d face feature extractor (EfficientNet-B0) and its checkpoint format.
+
+A checkpoint carries everything inference needs beside the weights (input size,
+normalization, embedding size, calibrated thresholds), so training and inference cannot
+disagree on preprocessing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, Field, ValidationError
+
+from core.errors import ModelError
+from core.schemas import Thresholds
+
+CHECKPOINT_FORMAT = "facefleet-extractor"
+CHECKPOINT_VERSION = 1
+BACKBONE_FEATURES = 1280  # EfficientNet-B0's pooled feature width
+
+
+class ExtractorMeta(BaseModel):
+    """Everything about an extractor except its weights."""
+
+    model_id: str = ""
+    arch: Literal["efficientnet_b0"] = "efficientnet_b0"
+    input_size: int = 112
+    channel_order: Literal["RGB"] = "RGB"
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    embedding_size: int = 512
+    dropout: float = 0.05
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    training: dict[str, Any] = Field(default_factory=dict)
+
+
+def build_extractor(embedding_size: int = 512, dropout: float = 0.05) -> Any:
+    """EfficientNet-B0 from torchvision (random init, nothing downloaded), 512-d head."""
+    from torch import nn
+    from torchvision.models import efficientnet_b0
+
+    model = efficientnet_b0(weights=None)
+    model.classifier = nn.Sequential(
+        nn.Dropout(p=dropout), nn.Linear(BACKBONE_FEATURES, embedding_size)
+    )
+    return model
+
+
+def weights_id(state_dict: dict[str, Any]) -> str:
+    """A short content hash of the weights, used to tag gallery embeddings."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        tensor = state_dict[key]
+        digest.update(key.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return "b0-" + digest.hexdigest()[:12]
+
+
+def save_checkpoint(
+    model: Any, meta: ExtractorMeta, path: Path, *, half: bool = False
+) -> ExtractorMeta:
+    """Write an inference checkpoint; fills in meta.model_id from the weights."""
+    import torch
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    meta = meta.model_copy(update={"model_id": weights_id(state)})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "meta": meta.model_dump(mode="json"),
+            "state_dict": state,
+        },
+        tmp,
+    )
+    tmp.replace(path)
+    return meta
+
+
+def load_checkpoint(path: Path, device: str = "cpu") -> tuple[Any, ExtractorMeta]:
+    """Load (model in eval mode on `device`, meta). Every failure is a ModelError."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"extractor checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise ModelError(f"{path} is not a readable extractor checkpoint ({exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(f"{path} is not a facefleet extractor checkpoint")
+    if payload.get("version") != CHECKPOINT_VERSION:
+        raise ModelError(
+            f"{path} has checkpoint version {payload.get('version')}, "
+            f"this facefleet reads version {CHECKPOINT_VERSION}"
+        )
+    try:
+        meta = ExtractorMeta.model_validate(payload["meta"])
+    except (KeyError, ValidationError) as exc:
+        raise ModelError(f"{path} has invalid metadata: {exc}") from None
+    model = build_extractor(meta.embedding_size, meta.dropout)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ModelError(f"{path} does not match the {meta.arch} extractor: {first}") from None
+    if not meta.model_id:
+        meta = meta.model_copy(update={"model_id": weights_id(state)})
+    model.eval().to(device)
+    return model, meta
+
+
+class FaceEmbedder:
+    """Turns aligned BGR face crops into L2-normalized float32 embeddings."""
+
+    def __init__(self, model: Any, meta: ExtractorMeta, device: str = "cpu", batch_size: int = 64):
+        self.model = model.eval().to(device)
+        self.meta = meta
+        self.device = device
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_checkpoint(cls, path: Path, device: str = "cpu", batch_size: int = 64) -> FaceEmbedder:
+        model, meta = load_checkpoint(path, device)
+        return cls(model, meta, device, batch_size)
+
+    @property
+    def model_id(self) -> str:
+        return self.meta.model_id
+
+    @property
+    def dim(self) -> int:
+        return self.meta.embedding_size
+
+    def preprocess(self, crops: Sequence[np.ndarray] | np.ndarray) -> Any:
+        """BGR uint8 crops -> normalized float tensor (N, 3, S, S), as training sees them."""
+        import torch
+
+        size = self.meta.input_size
+        arr = np.stack(
+            [c if c.shape[:2] == (size, size) else cv2.resize(c, (size, size)) for c in crops]
+        )
+        x = torch.from_numpy(np.ascontiguousarray(arr[..., ::-1]))  # BGR -> RGB
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        mean = torch.tensor(self.meta.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.meta.std).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def embed(self, crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """(N, embedding_size) float32, each row of unit length."""
+        import torch
+
+        if len(crops) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(crops), self.batch_size):
+                x = self.preprocess(crops[start : start + self.batch_size]).to(self.device)
+                with torch.autocast(
+                    device_type="cuda", dtype=torch.float16, enabled=self.device.startswith("cuda")
+                ):
+                    y = self.model(x)
+                y = torch.nn.functional.normalize(y.float(), dim=1)
+                out.append(y.cpu().numpy())
+        return np.concatenate(out).astype(np.float32, copy=False)

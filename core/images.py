@@ -1,0 +1,66 @@
+"""Reading and writing still images, whatever their mode, path encoding or orientation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from core.errors import InputError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+def is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Load an image as a BGR uint8 array, honouring EXIF orientation.
+
+    Alpha is composited onto white, grayscale and palette images become 3 channels.
+    Every failure is an InputError with a message naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file")
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                rgba = img.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(background, rgba)
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit grayscale: scale to 8 bits instead of clipping to white.
+                arr = np.asarray(img, dtype=np.float64)
+                peak = arr.max() or 1.0
+                img = Image.fromarray((arr * (255.0 / peak)).astype(np.uint8))
+            rgb = np.asarray(img.convert("RGB"))
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{path}: image too large to decode safely ({exc})") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{path}: not an image file (or an unsupported format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{path}: cannot decode image ({exc})") from None
+    if rgb.shape[0] < 2 or rgb.shape[1] < 2:
+        raise InputError(f"{path}: image is too small ({rgb.shape[1]}x{rgb.shape[0]})")
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def write_image(path: Path, image: np.ndarray, quality: int = 92) -> None:
+    """Write a BGR image; the format follows the suffix. Works on non-UTF-8 paths."""
+    path = Path(path)
+    suffix = path.suffix.lower() or ".jpg"
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if suffix in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(suffix, image, params)
+    if not ok:
+        raise InputError(f"{path}: cannot encode image")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    buf.tofile(str(tmp))
+    tmp.replace(path)

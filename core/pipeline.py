@@ -1,0 +1,137 @@
+"""The face pipeline over frames: detect → align → embed → match.
+
+Built once (models loaded once) and reused for every image or frame batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.alignment import align_faces, refine_landmarks
+from core.detectors import Detector, detector_from_settings
+from core.device import resolve_device
+from core.embedding import FaceEmbedder
+from core.gallery import EnrollIssue, Gallery
+from core.images import read_image
+from core.schemas import FaceDetection, FaceResult, ImageResult, Match, ModelInfo
+from core.settings import Settings
+
+
+@dataclass
+class FacePipeline:
+    detector: Detector
+    embedder: FaceEmbedder | None = None
+    gallery: Gallery | None = None
+    metric: str = "cosine"
+    threshold: float | None = None
+    align_size: int = 112
+    align_refine: bool = True
+
+    @property
+    def effective_threshold(self) -> float | None:
+        if self.threshold is not None:
+            return self.threshold
+        if self.embedder is None:
+            return None
+        return float(getattr(self.embedder.meta.thresholds, self.metric))
+
+    def model_info(self) -> ModelInfo:
+        return ModelInfo(
+            detector=self.detector.name,
+            extractor=self.embedder.model_id if self.embedder else None,
+            metric=self.metric,  # type: ignore[arg-type]
+            threshold=self.effective_threshold,
+            gallery_size=len(self.gallery.people) if self.gallery else 0,
+        )
+
+    def detect(self, frames: Sequence[np.ndarray]) -> list[list[FaceDetection]]:
+        detections = self.detector.detect(frames)
+        if self.align_refine:
+            detections = refine_landmarks(frames, detections, self.detector)
+        return detections
+
+    def embed_faces(
+        self, frames: Sequence[np.ndarray], detections: Sequence[Sequence[FaceDetection]]
+    ) -> list[np.ndarray]:
+        """Per frame an (n_faces, dim) array; all faces of the batch go through one forward."""
+        if self.embedder is None:
+            return [np.zeros((len(d), 0), dtype=np.float32) for d in detections]
+        crops = [
+            align_faces(f, list(d), self.align_size)
+            for f, d in zip(frames, detections, strict=True)
+        ]
+        counts = [len(c) for c in crops]
+        flat = np.concatenate(crops) if sum(counts) else np.zeros((0,), dtype=np.uint8)
+        vectors = self.embedder.embed(flat)
+        return np.split(vectors, np.cumsum(counts)[:-1]) if counts else []
+
+    def match(self, vectors: np.ndarray) -> list[Match | None]:
+        if self.gallery is None or self.embedder is None or len(self.gallery) == 0:
+            return [None] * len(vectors)
+        return list(
+            self.gallery.match(vectors, self.metric, self.effective_threshold)  # type: ignore[arg-type]
+        )
+
+    def recognize(self, frames: Sequence[np.ndarray]) -> list[list[FaceResult]]:
+        """Faces with identities for a batch of BGR frames."""
+        detections = self.detect(frames)
+        vectors = self.embed_faces(frames, detections)
+        results = []
+        for dets, vecs in zip(detections, vectors, strict=True):
+            matches = self.match(vecs)
+            results.append(
+                [FaceResult.from_detection(d, m) for d, m in zip(dets, matches, strict=True)]
+            )
+        return results
+
+    def process_image(
+        self, path: Path, source: str | None = None
+    ) -> tuple[ImageResult, np.ndarray]:
+        """Recognize faces in one image file; returns the result and the decoded image."""
+        image = read_image(path)
+        faces = self.recognize([image])[0]
+        result = ImageResult(
+            source=source if source is not None else str(path),
+            width=int(image.shape[1]),
+            height=int(image.shape[0]),
+            model=self.model_info(),
+            faces=faces,
+        )
+        return result, image
+
+
+def build_pipeline(
+    settings: Settings,
+    gallery_path: Path | None = None,
+) -> tuple[FacePipeline, list[EnrollIssue]]:
+    """Load the models named by `settings` once. Raises FacefleetError subclasses."""
+    device = resolve_device(settings.device)
+    detector = detector_from_settings(settings, device)
+    model_path = settings.resolved_model_path()
+    embedder = (
+        FaceEmbedder.from_checkpoint(model_path, device, settings.batch_size)
+        if model_path
+        else None
+    )
+    gallery, issues = None, []
+    if gallery_path is not None and embedder is not None:
+        if Gallery.is_saved_gallery(gallery_path):
+            gallery = Gallery.load(gallery_path, embedder)
+        else:
+            gallery, issues = Gallery.enroll_folder(
+                gallery_path, detector, embedder, settings.align_size, settings.align_refine
+            )
+    pipeline = FacePipeline(
+        detector=detector,
+        embedder=embedder,
+        gallery=gallery,
+        metric=settings.metric,
+        threshold=settings.threshold,
+        align_size=settings.align_size,
+        align_refine=settings.align_refine,
+    )
+    return pipeline, issues

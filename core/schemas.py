@@ -1,0 +1,108 @@
+"""Typed data that crosses module boundaries. JSON outputs are these models dumped."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Point = tuple[float, float]
+Box = tuple[float, float, float, float]
+
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+
+class FaceDetection(BaseModel):
+    """One detected face in image pixel coordinates.
+
+    Landmarks are, in order: left eye, right eye, nose, left mouth corner, right mouth corner,
+    where "left" is the side with the smaller x in the image (the subject's right).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    box: Box = Field(description="x0, y0, x1, y1 in pixels")
+    score: float = Field(ge=0.0, le=1.0)
+    landmarks: tuple[Point, Point, Point, Point, Point]
+
+    @field_validator("box")
+    @classmethod
+    def _box_ordered(cls, box: Box) -> Box:
+        x0, y0, x1, y1 = box
+        if x1 < x0 or y1 < y0:
+            raise ValueError(f"box corners out of order: {box}")
+        return box
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    @property
+    def area(self) -> float:
+        return self.width * self.height
+
+    def landmarks_array(self) -> np.ndarray:
+        return np.asarray(self.landmarks, dtype=np.float32)
+
+
+class Match(BaseModel):
+    """The gallery's answer for one embedding."""
+
+    identity: str | None = Field(description="Best gallery person, or null when unknown")
+    best_candidate: str | None = Field(description="Nearest person even when below threshold")
+    similarity: float = Field(description="Cosine similarity to the nearest person")
+    distance: float = Field(description="Euclidean distance between normalized embeddings")
+
+
+class FaceResult(BaseModel):
+    """A face in an output: where it is and who it is."""
+
+    box: Box
+    score: float
+    landmarks: list[Point]
+    identity: str | None = None
+    similarity: float | None = Field(
+        default=None, description="Cosine similarity to the matched (or nearest) person"
+    )
+
+    @classmethod
+    def from_detection(cls, det: FaceDetection, match: Match | None = None) -> FaceResult:
+        return cls(
+            box=tuple(round(v, 2) for v in det.box),  # type: ignore[arg-type]
+            score=round(det.score, 4),
+            landmarks=[(round(x, 2), round(y, 2)) for x, y in det.landmarks],
+            identity=match.identity if match else None,
+            similarity=round(match.similarity, 4) if match else None,
+        )
+
+
+class Thresholds(BaseModel):
+    """Calibrated decision thresholds: cosine similarity >= cosine, distance <= euclidean."""
+
+    cosine: float = 0.5
+    euclidean: float = 1.0
+
+
+class ModelInfo(BaseModel):
+    """Which models and matching rule produced a result."""
+
+    detector: str
+    extractor: str | None = Field(description="Extractor model id, or null when none was loaded")
+    metric: Literal["cosine", "euclidean"] = "cosine"
+    threshold: float | None = None
+    gallery_size: int = 0
+
+
+class ImageResult(BaseModel):
+    """`facefleet process` output for one image."""
+
+    source: str
+    width: int
+    height: int
+    model: ModelInfo
+    faces: list[FaceResult]

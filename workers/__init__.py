@@ -1,0 +1,1 @@
+"""Worker entry points: model loading and warm-up per process, device choice."""
