@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=32, ge=1)
     device: DeviceName = "auto"
 
+    cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "facefleet",
+        description="Derived data kept between runs (e.g. the aligned LFW faces).",
+    )
+
     # Data for the real-data tests and training.
     test_data: Path = REPO_ROOT.parent / "shared" / "data"
 

@@ -92,6 +92,65 @@ def build_parser() -> argparse.ArgumentParser:
     )
     process.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     process.set_defaults(func=_run_process)
+
+    train = sub.add_parser(
+        "train",
+        help="train the face feature extractor on LFW (EfficientNet-B0 + ArcFace)",
+        description="Train on the people of LFW View 1 peopleDevTrain.txt; every N epochs "
+        "evaluate on pairsDevTest.txt (other people) and report, for cosine and euclidean, "
+        "the best threshold and its F1. The state is saved after every epoch; --resume "
+        "continues a run that was stopped.",
+        epilog="outputs in --out: extractor.pt (inference checkpoint with calibrated "
+        "thresholds, from the best evaluation), latest.pt and best.pt (full training state), "
+        "metrics.jsonl, plots/*.png (threshold vs F1 for both metrics).",
+    )
+    train.add_argument(
+        "--lfw",
+        type=Path,
+        required=True,
+        help="LFW root (<Name>/<Name>_NNNN.jpg plus the protocol files)",
+    )
+    train.add_argument("--out", type=Path, required=True, help="run folder")
+    train.add_argument("--epochs", type=int, default=40, help="epochs in all (default 40)")
+    train.add_argument(
+        "--eval-every", type=int, default=1, metavar="N", help="evaluate every N epochs (default 1)"
+    )
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate")
+    train.add_argument("--margin", type=float, default=0.5, help="ArcFace margin m (default 0.5)")
+    train.add_argument("--scale", type=float, default=30.0, help="ArcFace scale s (default 30)")
+    train.add_argument("--easy-margin", action="store_true", help="ArcFace easy margin")
+    train.add_argument(
+        "--margin-warmup",
+        type=int,
+        default=0,
+        metavar="E",
+        help="grow the margin linearly over the first E epochs",
+    )
+    train.add_argument(
+        "--max-people",
+        type=int,
+        help="train on the first N people only (quick runs); DevTest is cut down to match",
+    )
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(func=_run_train)
+
+    evaluate = sub.add_parser(
+        "eval",
+        help="evaluate an extractor on LFW DevTest and View 2",
+        description="Verification accuracy and F1 with cosine and euclidean distance: "
+        "pairsDevTest.txt (10-fold cross-validated threshold, plus the best-F1 threshold) "
+        "and View 2 pairs.txt (10 folds, mean ± std).",
+    )
+    evaluate.add_argument("--lfw", type=Path, required=True, help="LFW root")
+    evaluate.add_argument("--model", type=Path, help="extractor (default: the shipped model)")
+    evaluate.add_argument("--json", type=Path, metavar="OUT.json", help="write the report here")
+    evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    evaluate.set_defaults(func=_run_eval)
     return parser
 
 
@@ -99,6 +158,18 @@ def _run_process(args: argparse.Namespace) -> int:
     from facefleet.local import process_inputs
 
     return process_inputs(args)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from facefleet.training_cli import train
+
+    return train(args)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from facefleet.training_cli import evaluate
+
+    return evaluate(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,75 @@
+"""Verification on LFW pairs: embeddings of both sides, then threshold/F1 per metric."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel
+
+from core.embedding import FaceEmbedder
+from training.facecache import FaceCache
+from training.lfw import Pair
+from training.metrics import (
+    CVResult,
+    Metric,
+    pair_scores,
+    plot_threshold_curves,
+    verification_report,
+)
+
+METRICS: tuple[Metric, Metric] = ("cosine", "euclidean")
+
+
+class PairEvaluation(BaseModel):
+    """Both metrics on one pair set."""
+
+    protocol: str
+    pairs: int
+    cosine: CVResult
+    euclidean: CVResult
+
+    def lines(self, prefix: str = "") -> list[str]:
+        """One clear line per metric."""
+        out = []
+        for metric in METRICS:
+            r: CVResult = getattr(self, metric)
+            rule = ">=" if metric == "cosine" else "<="
+            out.append(
+                f"{prefix}{self.protocol} {metric:9s} best threshold {rule} {r.best_threshold:.4f}"
+                f"  F1 {r.best_f1:.4f}  acc {r.best_accuracy:.4f}"
+                f"  | 10-fold CV acc {r.accuracy:.4f} ± {r.accuracy_std:.4f}"
+            )
+        return out
+
+
+def embed_pairs(
+    embedder: FaceEmbedder, cache: FaceCache, pairs: Sequence[Pair]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of the left and right images; each distinct image is embedded once."""
+    unique = list(dict.fromkeys([p.left for p in pairs] + [p.right for p in pairs]))
+    vectors = embedder.embed(cache.take(unique))
+    index = {path: i for i, path in enumerate(unique)}
+    left = vectors[[index[p.left] for p in pairs]]
+    right = vectors[[index[p.right] for p in pairs]]
+    return left, right
+
+
+def evaluate_pairs(
+    embedder: FaceEmbedder,
+    cache: FaceCache,
+    pairs: Sequence[Pair],
+    protocol: str,
+    plot_path: Path | None = None,
+) -> PairEvaluation:
+    left, right = embed_pairs(embedder, cache, pairs)
+    same = np.array([p.same for p in pairs], dtype=bool)
+    folds = np.array([p.fold for p in pairs], dtype=np.int64)
+    report = verification_report(left, right, same, folds)
+    if plot_path is not None:
+        scores = {m: pair_scores(left, right, m) for m in METRICS}
+        plot_threshold_curves(scores, same, plot_path, title=f"{protocol} ({len(pairs)} pairs)")
+    return PairEvaluation(
+        protocol=protocol, pairs=len(pairs), cosine=report["cosine"], euclidean=report["euclidean"]
+    )

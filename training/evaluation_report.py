@@ -1,0 +1,111 @@
+"""`facefleet eval`: a model on DevTest and View 2, saying whether it saw those people."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from core.detectors import DetectorConfig, create_detector
+from core.embedding import FaceEmbedder
+from training.evaluate import METRICS, PairEvaluation, evaluate_pairs
+from training.facecache import load_or_build
+from training.lfw import LFWDataset, Pair, saw_lfw_people
+
+
+class ModelEvaluation(BaseModel):
+    model: str
+    devtest: PairEvaluation
+    devtest_saw_people: bool | None
+    view2: PairEvaluation
+    view2_saw_people: bool | None
+
+    def lines(self) -> list[str]:
+        out = [f"model {self.model}"]
+        for evaluation, saw in (
+            (self.devtest, self.devtest_saw_people),
+            (self.view2, self.view2_saw_people),
+        ):
+            out += evaluation.lines()
+            if saw is None:
+                out.append(
+                    f"{evaluation.protocol}: the model does not record its training "
+                    "people; it may have seen these people"
+                )
+            elif saw:
+                out.append(
+                    f"{evaluation.protocol}: NOTE the model was trained on some of "
+                    "these people, so this figure is optimistic"
+                )
+        return out
+
+    def as_json(self) -> dict[str, Any]:
+        def block(evaluation: PairEvaluation, saw: bool | None) -> dict[str, Any]:
+            data: dict[str, Any] = {"pairs": evaluation.pairs, "saw_lfw_people": saw}
+            for metric in METRICS:
+                data[metric] = getattr(evaluation, metric).model_dump(mode="json")
+            return data
+
+        return {
+            "model": self.model,
+            "devtest": block(self.devtest, self.devtest_saw_people),
+            "view2": block(self.view2, self.view2_saw_people),
+        }
+
+
+def trained_people(embedder: FaceEmbedder, dataset: LFWDataset) -> set[str] | None:
+    """The LFW people the model trained on, when its checkpoint says which protocol."""
+    protocol = embedder.meta.training.get("train_protocol")
+    if protocol is None:
+        return None
+    people = dataset.people(protocol)
+    limit = embedder.meta.training.get("train_people")
+    if isinstance(limit, int):
+        people = people[:limit]
+    return {name for name, _ in people}
+
+
+def evaluate_model(
+    embedder: FaceEmbedder,
+    lfw: Path,
+    cache_dir: Path,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> ModelEvaluation:
+    from tqdm import tqdm
+
+    dataset = LFWDataset(lfw)
+    devtest, view2 = dataset.pairs("devtest"), dataset.pairs("view2")
+    needed = [p for pairs in (devtest, view2) for pair in pairs for p in (pair.left, pair.right)]
+    bar: Any = None
+
+    def start(n: int) -> None:
+        nonlocal bar
+        log(f"detecting and aligning {n} LFW images once (cache in {cache_dir})")
+        bar = tqdm(total=n, desc="align", unit="img", disable=not progress, leave=False)
+
+    cache = load_or_build(
+        cache_dir / f"lfw-aligned-{embedder.meta.input_size}.npz",
+        lfw,
+        needed,
+        lambda: create_detector("retinaface", DetectorConfig(device=embedder.device)),
+        embedder.meta.input_size,
+        on_batch=lambda n: bar.update(n) if bar is not None else None,
+        on_start=start,
+    )
+    if bar is not None:
+        bar.close()
+    seen = trained_people(embedder, dataset)
+
+    def saw(pairs: list[Pair]) -> bool | None:
+        return None if seen is None else saw_lfw_people(seen, pairs)
+
+    return ModelEvaluation(
+        model=embedder.model_id,
+        devtest=evaluate_pairs(embedder, cache, devtest, "devtest"),
+        devtest_saw_people=saw(devtest),
+        view2=evaluate_pairs(embedder, cache, view2, "view2"),
+        view2_saw_people=saw(view2),
+    )

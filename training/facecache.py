@@ -1,0 +1,147 @@
+"""LFW faces detected and aligned once, kept as one array file so epochs never re-detect."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.alignment import align_face, refine_landmarks, template
+from core.detectors.base import Detector
+from core.errors import InputError
+from core.images import read_image
+from core.schemas import FaceDetection
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class FaceCache:
+    """Aligned BGR crops keyed by LFW relative path; `fallback` marks images with no face."""
+
+    relpaths: list[str]
+    crops: np.ndarray
+    fallback: np.ndarray
+
+    def __post_init__(self) -> None:
+        self._index = {p: i for i, p in enumerate(self.relpaths)}
+
+    def __len__(self) -> int:
+        return len(self.relpaths)
+
+    def __contains__(self, relpath: object) -> bool:
+        return relpath in self._index
+
+    def take(self, relpaths: Sequence[str]) -> np.ndarray:
+        """Crops for the given paths, in that order."""
+        return self.crops[[self._index[p] for p in relpaths]]
+
+    def fallback_count(self, relpaths: Sequence[str]) -> int:
+        """How many of these images had no detected face (centre crop used)."""
+        return int(self.fallback[[self._index[p] for p in relpaths]].sum())
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        with open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                version=np.int64(CACHE_VERSION),
+                relpaths=np.array(self.relpaths),
+                crops=self.crops,
+                fallback=self.fallback,
+            )
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> FaceCache:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if int(data["version"]) != CACHE_VERSION:
+                    raise InputError(f"{path}: face cache of another version; delete it")
+                return cls([str(p) for p in data["relpaths"]], data["crops"], data["fallback"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise InputError(f"{path}: damaged face cache ({exc}); delete it") from None
+
+    @classmethod
+    def merge(cls, a: FaceCache, b: FaceCache) -> FaceCache:
+        return cls(
+            a.relpaths + b.relpaths,
+            np.concatenate([a.crops, b.crops]),
+            np.concatenate([a.fallback, b.fallback]),
+        )
+
+
+def _central_face(faces: Sequence[FaceDetection], shape: tuple[int, ...]) -> FaceDetection | None:
+    """LFW photos are centred on their subject: take the face nearest the centre."""
+    if not faces:
+        return None
+    cy, cx = shape[0] / 2, shape[1] / 2
+
+    def off_centre(f: FaceDetection) -> float:
+        x0, y0, x1, y1 = f.box
+        return ((x0 + x1) / 2 - cx) ** 2 + ((y0 + y1) / 2 - cy) ** 2
+
+    return min(faces, key=off_centre)
+
+
+def centre_landmarks(shape: tuple[int, ...], face_fraction: float = 0.45) -> np.ndarray:
+    """Where the five landmarks sit when a face fills the centre of the image."""
+    side = min(shape[0], shape[1]) * face_fraction
+    offset = np.array([(shape[1] - side) / 2, (shape[0] - side) / 2])
+    return template(112) * (side / 112.0) + offset
+
+
+def build_face_cache(
+    root: Path,
+    relpaths: Sequence[str],
+    detector: Detector,
+    size: int = 112,
+    refine: bool = True,
+    batch_size: int = 32,
+    on_batch: Callable[[int], None] | None = None,
+) -> FaceCache:
+    """Detect, refine and align every image; images with no face fall back to the centre."""
+    crops = np.zeros((len(relpaths), size, size, 3), dtype=np.uint8)
+    fallback = np.zeros(len(relpaths), dtype=bool)
+    for start in range(0, len(relpaths), batch_size):
+        chunk = relpaths[start : start + batch_size]
+        images = [read_image(root / p) for p in chunk]
+        found = detector.detect(images)
+        chosen = [_central_face(f, im.shape) for f, im in zip(found, images, strict=True)]
+        if refine:
+            picked = [[c] if c else [] for c in chosen]
+            chosen = [r[0] if r else None for r in refine_landmarks(images, picked, detector)]
+        for k, (image, face) in enumerate(zip(images, chosen, strict=True)):
+            if face is None:
+                fallback[start + k] = True
+                crops[start + k] = align_face(image, centre_landmarks(image.shape), size)
+            else:
+                crops[start + k] = align_face(image, face, size)
+        if on_batch:
+            on_batch(len(chunk))
+    return FaceCache(list(relpaths), crops, fallback)
+
+
+def load_or_build(
+    cache_path: Path,
+    root: Path,
+    relpaths: Sequence[str],
+    detector_factory: Callable[[], Detector],
+    size: int = 112,
+    on_batch: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> FaceCache:
+    """The cache at `cache_path`, extended with whatever `relpaths` it still lacks."""
+    cache = FaceCache.load(cache_path) if cache_path.is_file() else None
+    missing = [p for p in dict.fromkeys(relpaths) if cache is None or p not in cache]
+    if missing:
+        if on_start:
+            on_start(len(missing))
+        new = build_face_cache(root, missing, detector_factory(), size, on_batch=on_batch)
+        cache = new if cache is None else FaceCache.merge(cache, new)
+        cache.save(cache_path)
+    assert cache is not None
+    return cache

@@ -1,0 +1,396 @@
+"""Training the extractor: EfficientNet-B0 + ArcFace on LFW View 1 DevTrain.
+
+Every `eval_every` epochs the extractor is evaluated on the DevTest pairs (people disjoint
+from training) and the best threshold with its F1 is reported for cosine and euclidean.
+The full training state is written after every epoch, so a killed run loses at most the
+epoch in progress and `resume` continues exactly there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+from torch.nn import functional as F
+
+from core.detectors import DetectorConfig, create_detector
+from core.device import resolve_device
+from core.embedding import ExtractorMeta, FaceEmbedder, build_extractor, save_checkpoint
+from core.errors import FacefleetError
+from core.schemas import Thresholds
+from training.arcface import ArcFaceHead
+from training.augment import augment_batch
+from training.evaluate import PairEvaluation, evaluate_pairs
+from training.facecache import FaceCache, load_or_build
+from training.lfw import LFWDataset
+
+STATE_VERSION = 1
+
+
+class TrainConfig(BaseModel):
+    lfw: Path
+    out: Path
+    epochs: int = Field(default=40, ge=1)
+    eval_every: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=64, ge=2)
+    lr: float = Field(default=2e-3, gt=0)
+    weight_decay: float = Field(default=5e-2, ge=0)
+    warmup_epochs: float = Field(default=1.0, ge=0)
+    scale: float = 30.0
+    margin: float = 0.5
+    easy_margin: bool = False
+    margin_warmup_epochs: int = Field(default=0, ge=0)
+    input_size: int = 112
+    embedding_size: int = 512
+    seed: int = 0
+    device: str = "auto"
+    max_people: int | None = Field(default=None, ge=2, description="Subset for quick runs")
+    cache_dir: Path | None = None
+    export_half: bool = True
+
+
+class EpochReport(BaseModel):
+    epoch: int
+    loss: float
+    lr: float
+    images_per_s: float
+    seconds: float
+
+
+class EvalReport(BaseModel):
+    epoch: int
+    devtest: PairEvaluation
+    is_best: bool
+
+
+class TrainReport(BaseModel):
+    """What a finished (or resumed-and-finished) run produced."""
+
+    out: Path
+    epochs: int
+    best_epoch: int | None
+    best: PairEvaluation | None
+    extractor: Path | None
+    seconds: float
+    images_per_s: float
+    device: str
+
+
+Callback = Callable[[Any], None]
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: TrainConfig,
+        log: Callable[[str], None] = print,
+        on_epoch: Callback | None = None,
+        on_eval: Callback | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.log = log
+        self.on_epoch = on_epoch
+        self.on_eval = on_eval
+        self.progress = progress
+        self.device = resolve_device(config.device)
+        self.out = Path(config.out)
+
+    # ---- data ---------------------------------------------------------------------------
+
+    def _prepare_data(self) -> None:
+        cfg = self.config
+        dataset = LFWDataset(cfg.lfw)
+        people = dataset.people("devtrain")
+        if cfg.max_people:
+            people = people[: cfg.max_people]
+        self.class_names = [name for name, _ in people]
+        samples = dataset.images_of(self.class_names)
+        self.train_paths = [p for p, _ in samples]
+        label_of = {name: i for i, name in enumerate(self.class_names)}
+        self.train_labels = np.array([label_of[person] for _, person in samples], dtype=np.int64)
+        pairs = dataset.pairs("devtest")
+        if cfg.max_people:
+            # Quick runs evaluate on a matching slice of DevTest: every fold keeps both kinds.
+            keep = max(2, cfg.max_people // 20)
+            taken: dict[tuple[int, bool], int] = {}
+            subset = []
+            for p in pairs:
+                key = (p.fold, p.same)
+                if taken.get(key, 0) < keep:
+                    taken[key] = taken.get(key, 0) + 1
+                    subset.append(p)
+            pairs = subset
+        self.eval_pairs = pairs
+        needed = self.train_paths + [p.left for p in pairs] + [p.right for p in pairs]
+        cache_dir = cfg.cache_dir or (self.out / "cache")
+        cache_path = cache_dir / f"lfw-aligned-{cfg.input_size}.npz"
+        bar: Any = None
+
+        def start(n: int) -> None:
+            nonlocal bar
+            self.log(f"detecting and aligning {n} LFW images once (cache: {cache_path})")
+            bar = _bar(n, "align", self.progress)
+
+        self.cache: FaceCache = load_or_build(
+            cache_path,
+            Path(cfg.lfw),
+            needed,
+            lambda: create_detector("retinaface", DetectorConfig(device=self.device)),
+            cfg.input_size,
+            on_batch=lambda n: bar.update(n) if bar is not None else None,
+            on_start=start,
+        )
+        if bar is not None:
+            bar.close()
+        eval_paths = list(dict.fromkeys([p.left for p in pairs] + [p.right for p in pairs]))
+        train_fallback = self.cache.fallback_count(self.train_paths)
+        eval_fallback = self.cache.fallback_count(eval_paths)
+        self.log(
+            f"train: {len(self.class_names)} people, {len(self.train_paths)} images "
+            f"({train_fallback} with no detected face, centre crop used); "
+            f"eval: {len(pairs)} DevTest pairs ({eval_fallback} images centre-cropped)"
+        )
+        self.train_crops = self.cache.take(self.train_paths)
+
+    # ---- model --------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        self.model = build_extractor(cfg.embedding_size).to(self.device)
+        self.head = ArcFaceHead(
+            cfg.embedding_size, len(self.class_names), cfg.scale, cfg.margin, cfg.easy_margin
+        ).to(self.device)
+        params = list(self.model.parameters()) + list(self.head.parameters())
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.steps_per_epoch = math.ceil(len(self.train_paths) / cfg.batch_size)
+        total = cfg.epochs * self.steps_per_epoch
+        warmup = int(cfg.warmup_epochs * self.steps_per_epoch)
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.amp = self.device.startswith("cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.meta = ExtractorMeta(
+            input_size=cfg.input_size,
+            embedding_size=cfg.embedding_size,
+        )
+
+    # ---- state --------------------------------------------------------------------------
+
+    def _state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "config": json.loads(self.config.model_dump_json()),
+            "epoch": epoch,
+            "classes": self.class_names,
+            "model": self.model.state_dict(),
+            "head": self.head.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "history": self.history,
+            "best": self.best,
+        }
+
+    def _save_state(self, name: str, epoch: int) -> None:
+        path = self.out / name
+        tmp = path.with_name(path.name + ".part")
+        torch.save(self._state(epoch), tmp)
+        tmp.replace(path)
+
+    def _load_state(self, path: Path) -> int:
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as exc:
+            raise FacefleetError(f"cannot resume from {path}: {exc}") from None
+        if state.get("version") != STATE_VERSION:
+            raise FacefleetError(f"{path} is a training state of another version")
+        if state["classes"] != self.class_names:
+            raise FacefleetError(
+                f"{path} was trained on other people than this run's data; "
+                "resume with the same --lfw and --max-people"
+            )
+        self.model.load_state_dict(state["model"])
+        self.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.history = list(state["history"])
+        self.best = state["best"]
+        return int(state["epoch"])
+
+    # ---- loop ---------------------------------------------------------------------------
+
+    def run(self, resume: bool = False) -> TrainReport:
+        cfg = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        self._prepare_data()
+        self._build()
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        first = 1
+        latest = self.out / "latest.pt"
+        if resume:
+            if not latest.is_file():
+                raise FacefleetError(f"nothing to resume: {latest} does not exist")
+            done = self._load_state(latest)
+            first = done + 1
+            self.log(f"resuming after epoch {done} of {cfg.epochs} from {latest}")
+            # The metrics file may hold records of the epoch that was cut short: rewrite it
+            # from the saved history so every epoch appears exactly once.
+            (self.out / "metrics.jsonl").write_text(
+                "".join(json.dumps(r) + "\n" for r in self.history), encoding="utf-8"
+            )
+        elif latest.is_file():
+            raise FacefleetError(
+                f"{self.out} already holds a run ({latest}); pass --resume to continue it "
+                "or choose another --out"
+            )
+        images_seen, train_seconds = 0, 0.0
+        for epoch in range(first, cfg.epochs + 1):
+            report = self._train_epoch(epoch)
+            images_seen += len(self.train_paths)
+            train_seconds += report.seconds
+            self.history.append({"type": "epoch", **report.model_dump()})
+            self._append_metrics({"type": "epoch", **report.model_dump()})
+            if self.on_epoch:
+                self.on_epoch(report)
+            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                self._evaluate(epoch)
+            self._save_state("latest.pt", epoch)
+        if first > cfg.epochs:
+            self.log(f"run already complete ({cfg.epochs} epochs)")
+        extractor = self.out / "extractor.pt"
+        best_eval = PairEvaluation.model_validate(self.best["eval"]) if self.best else None
+        summary = TrainReport(
+            out=self.out,
+            epochs=cfg.epochs,
+            best_epoch=self.best["epoch"] if self.best else None,
+            best=best_eval,
+            extractor=extractor if extractor.is_file() else None,
+            seconds=time.perf_counter() - started,
+            images_per_s=images_seen / train_seconds if train_seconds else 0.0,
+            device=self.device,
+        )
+        self.log(
+            f"done: best epoch {summary.best_epoch}, extractor {summary.extractor}, "
+            f"{summary.images_per_s:.1f} images/s on {self.device}"
+        )
+        if best_eval:
+            for line in best_eval.lines("best  "):
+                self.log(line)
+        return summary
+
+    def _margin_for(self, epoch: int) -> float:
+        cfg = self.config
+        if cfg.margin_warmup_epochs and epoch <= cfg.margin_warmup_epochs:
+            return cfg.margin * epoch / cfg.margin_warmup_epochs
+        return cfg.margin
+
+    def _train_epoch(self, epoch: int) -> EpochReport:
+        cfg = self.config
+        self.model.train()
+        self.head.train()
+        self.head.set_margin(self._margin_for(epoch))
+        generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.train_paths), generator=generator).numpy()
+        aug_gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 7919 + epoch)
+        bar = _bar(len(order), f"epoch {epoch}/{cfg.epochs}", self.progress)
+        total_loss, seen = 0.0, 0
+        start = time.perf_counter()
+        for s in range(0, len(order), cfg.batch_size):
+            idx = order[s : s + cfg.batch_size]
+            if len(idx) < 2:
+                continue  # BatchNorm cannot train on a single sample
+            x = torch.from_numpy(self.train_crops[idx]).to(self.device, non_blocking=True)
+            y = torch.from_numpy(self.train_labels[idx]).to(self.device)
+            x = augment_batch(x, aug_gen, self.meta.mean, self.meta.std)
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.amp):
+                embeddings = self.model(x)
+            loss = F.cross_entropy(self.head(embeddings, y), y)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            total_loss += float(loss.detach()) * len(idx)
+            seen += len(idx)
+            elapsed = time.perf_counter() - start
+            bar.update(len(idx))
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", img_s=f"{seen / elapsed:.0f}")
+        bar.close()
+        seconds = time.perf_counter() - start
+        return EpochReport(
+            epoch=epoch,
+            loss=total_loss / max(1, seen),
+            lr=float(self.scheduler.get_last_lr()[0]),
+            images_per_s=seen / seconds if seconds else 0.0,
+            seconds=seconds,
+        )
+
+    def _evaluate(self, epoch: int) -> None:
+        embedder = FaceEmbedder(self.model, self.meta, self.device, batch_size=256)
+        plot = self.out / "plots" / f"devtest-epoch-{epoch:03d}.png"
+        result = evaluate_pairs(embedder, self.cache, self.eval_pairs, "devtest", plot)
+        self.model.train()
+        for line in result.lines(f"epoch {epoch:3d} "):
+            self.log(line)
+        score = result.cosine.accuracy
+        is_best = self.best is None or score > self.best["score"]
+        record = {"type": "eval", "epoch": epoch, "devtest": result.model_dump(mode="json")}
+        self.history.append(record)
+        self._append_metrics(record)
+        if is_best:
+            self.best = {"epoch": epoch, "score": score, "eval": result.model_dump(mode="json")}
+            self._save_state("best.pt", epoch)
+            self._export(epoch, result)
+        if self.on_eval:
+            self.on_eval(EvalReport(epoch=epoch, devtest=result, is_best=is_best))
+
+    def _export(self, epoch: int, result: PairEvaluation) -> None:
+        cfg = self.config
+        meta = self.meta.model_copy(
+            update={
+                "thresholds": Thresholds(
+                    cosine=result.cosine.best_threshold, euclidean=result.euclidean.best_threshold
+                ),
+                "training": {
+                    "data": "LFW deep-funneled",
+                    "train_protocol": "devtrain",
+                    "train_people": len(self.class_names),
+                    "train_images": len(self.train_paths),
+                    "epoch": epoch,
+                    "epochs_planned": cfg.epochs,
+                    "device": self.device,
+                    "config": json.loads(cfg.model_dump_json()),
+                    "devtest": result.model_dump(mode="json"),
+                    "threshold_rule": "best F1 on the DevTest pairs",
+                },
+            }
+        )
+        save_checkpoint(self.model, meta, self.out / "extractor.pt", half=cfg.export_half)
+
+    def _append_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+def _bar(total: int, desc: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, leave=False, smoothing=0.1)
