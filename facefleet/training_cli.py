@@ -37,6 +37,8 @@ def train(args: argparse.Namespace) -> int:
             margin_warmup_epochs=args.margin_warmup,
             max_people=args.max_people,
             seed=args.seed,
+            distill=args.distill,
+            distill_weight=args.distill_weight,
             device=args.device,
             cache_dir=settings.cache_dir,
         )

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from core.embedding import FaceEmbedder
@@ -148,3 +149,25 @@ def test_training_refuses_to_overwrite_a_run(small_run: tuple[Path, list[str]], 
     config = TrainConfig(lfw=data_root / "lfw", out=out, epochs=1, cache_dir=out / "cache", **SMALL)
     with pytest.raises(FacefleetError, match="--resume"):
         Trainer(config, progress=False).run()
+
+
+def test_distilled_variant_is_trained_and_labelled(data_root: Path, tmp_path: Path) -> None:
+    import torch
+
+    config = TrainConfig(
+        lfw=data_root / "lfw",
+        out=tmp_path / "run",
+        epochs=1,
+        eval_every=1,
+        cache_dir=tmp_path / "cache",
+        distill="dlib",
+        **SMALL,
+    )
+    Trainer(config, progress=False).run()
+    state = torch.load(tmp_path / "run" / "latest.pt", weights_only=True)
+    assert state["projection"]["weight"].shape == (128, 512)
+    meta = FaceEmbedder.from_checkpoint(tmp_path / "run" / "extractor.pt").meta
+    assert meta.training["variant"] == "distilled-dlib"
+    assert meta.training["teacher"] == "dlib_face_recognition_resnet_model_v1"
+    teacher = np.load(tmp_path / "cache" / "teacher-dlib.npz")["vectors"]
+    assert np.allclose(np.linalg.norm(teacher, axis=1), 1.0, atol=1e-4)

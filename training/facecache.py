@@ -74,7 +74,7 @@ class FaceCache:
         )
 
 
-def _central_face(faces: Sequence[FaceDetection], shape: tuple[int, ...]) -> FaceDetection | None:
+def central_face(faces: Sequence[FaceDetection], shape: tuple[int, ...]) -> FaceDetection | None:
     """LFW photos are centred on their subject: take the face nearest the centre."""
     if not faces:
         return None
@@ -110,7 +110,7 @@ def build_face_cache(
         chunk = relpaths[start : start + batch_size]
         images = [read_image(root / p) for p in chunk]
         found = detector.detect(images)
-        chosen = [_central_face(f, im.shape) for f, im in zip(found, images, strict=True)]
+        chosen = [central_face(f, im.shape) for f, im in zip(found, images, strict=True)]
         if refine:
             picked = [[c] if c else [] for c in chosen]
             chosen = [r[0] if r else None for r in refine_landmarks(images, picked, detector)]

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -54,6 +54,11 @@ class TrainConfig(BaseModel):
     max_people: int | None = Field(default=None, ge=2, description="Subset for quick runs")
     cache_dir: Path | None = None
     export_half: bool = True
+    distill: Literal["none", "dlib"] = Field(
+        default="none",
+        description="Variant: also pull the embeddings towards a pretrained teacher's",
+    )
+    distill_weight: float = Field(default=10.0, ge=0)
 
 
 class EpochReport(BaseModel):
@@ -159,6 +164,20 @@ class Trainer:
             f"eval: {len(pairs)} DevTest pairs ({eval_fallback} images centre-cropped)"
         )
         self.train_crops = self.cache.take(self.train_paths)
+        self.teacher_vectors: np.ndarray | None = None
+        if cfg.distill == "dlib":
+            from training.teacher import teacher_embeddings
+
+            self.log(f"teacher ({cfg.distill}) embeddings for {len(self.train_paths)} images")
+            tbar = _bar(len(self.train_paths), "teacher", self.progress)
+            self.teacher_vectors = teacher_embeddings(
+                Path(cfg.lfw),
+                self.train_paths,
+                create_detector("retinaface", DetectorConfig(device=self.device)),
+                cache_dir / "teacher-dlib.npz",
+                on_batch=tbar.update,
+            )
+            tbar.close()
 
     # ---- model --------------------------------------------------------------------------
 
@@ -169,7 +188,15 @@ class Trainer:
         self.head = ArcFaceHead(
             cfg.embedding_size, len(self.class_names), cfg.scale, cfg.margin, cfg.easy_margin
         ).to(self.device)
+        # Training-only map from the 512-d embedding to the teacher's space.
+        self.projection = (
+            torch.nn.Linear(cfg.embedding_size, 128, bias=False).to(self.device)
+            if cfg.distill != "none"
+            else None
+        )
         params = list(self.model.parameters()) + list(self.head.parameters())
+        if self.projection is not None:
+            params += list(self.projection.parameters())
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.steps_per_epoch = math.ceil(len(self.train_paths) / cfg.batch_size)
         total = cfg.epochs * self.steps_per_epoch
@@ -199,6 +226,7 @@ class Trainer:
             "classes": self.class_names,
             "model": self.model.state_dict(),
             "head": self.head.state_dict(),
+            "projection": self.projection.state_dict() if self.projection is not None else {},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -226,6 +254,8 @@ class Trainer:
             )
         self.model.load_state_dict(state["model"])
         self.head.load_state_dict(state["head"])
+        if self.projection is not None:
+            self.projection.load_state_dict(state["projection"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -323,6 +353,13 @@ class Trainer:
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.amp):
                 embeddings = self.model(x)
             loss = F.cross_entropy(self.head(embeddings, y), y)
+            if self.projection is not None and self.teacher_vectors is not None:
+                target = torch.from_numpy(self.teacher_vectors[idx]).to(self.device)
+                valid = target.norm(dim=1) > 0
+                if valid.any():
+                    student = self.projection(embeddings.float())
+                    agreement = F.cosine_similarity(student[valid], target[valid], dim=1)
+                    loss = loss + cfg.distill_weight * (1.0 - agreement).mean()
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -380,6 +417,10 @@ class Trainer:
                     "config": json.loads(cfg.model_dump_json()),
                     "devtest": result.model_dump(mode="json"),
                     "threshold_rule": "best F1 on the DevTest pairs",
+                    "variant": "scratch" if cfg.distill == "none" else f"distilled-{cfg.distill}",
+                    "teacher": None
+                    if cfg.distill == "none"
+                    else "dlib_face_recognition_resnet_model_v1",
                 },
             }
         )
