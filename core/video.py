@@ -1,0 +1,288 @@
+"""Video I/O with PyAV: frames with their true index and time, H.264 output, audio kept.
+
+Decoding counts frames instead of trusting the container (several real files overstate
+their frame count), takes times from timestamps (variable frame rate) and applies rotation
+metadata. Annotated output is H.264 yuv420p MP4 with +faststart, which browsers play;
+OpenCV's pip wheels cannot write H.264, so cv2.VideoWriter is never used for deliverables.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+
+import av
+import cv2
+import numpy as np
+from pydantic import BaseModel
+
+from core.errors import InputError
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg"})
+
+
+def is_video_path(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+class VideoInfo(BaseModel):
+    source: str
+    width: int
+    height: int
+    fps: float
+    frame_count: int
+    duration_s: float
+    has_audio: bool
+    rotation: int
+    codec: str
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    index: int
+    time_s: float
+    image: np.ndarray  # BGR uint8, rotation already applied
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file")
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not a readable video ({exc})") from None
+    if not container.streams.video:
+        container.close()
+        raise InputError(f"{path}: no video stream")
+    return container
+
+
+def _rotate(image: np.ndarray, rotation: int) -> np.ndarray:
+    # PyAV reports the display rotation counter-clockwise in degrees.
+    turns = {
+        90: cv2.ROTATE_90_COUNTERCLOCKWISE,
+        180: cv2.ROTATE_180,
+        270: cv2.ROTATE_90_CLOCKWISE,
+        -90: cv2.ROTATE_90_CLOCKWISE,
+    }
+    code = turns.get(int(rotation) % 360 if rotation not in (-90,) else -90)
+    return cv2.rotate(image, code) if code is not None else image
+
+
+def read_frames(path: Path, start: int = 0, end: int | None = None) -> Iterator[VideoFrame]:
+    """Frames `start` <= index < `end` in decode order. A corrupt tail ends the iteration
+    (what decoded is kept) instead of raising; a file that decodes nothing raises."""
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        base = stream.time_base or Fraction(1, 1)
+        origin = stream.start_time or 0
+        fps = float(stream.average_rate or 0) or 25.0
+        index = -1
+        try:
+            for frame in container.decode(stream):
+                index += 1
+                if index < start:
+                    continue
+                if end is not None and index >= end:
+                    break
+                time_s = (
+                    float((frame.pts - origin) * base) if frame.pts is not None else index / fps
+                )
+                image = frame.to_ndarray(format="bgr24")
+                yield VideoFrame(index, time_s, _rotate(image, frame.rotation or 0))
+        except av.error.FFmpegError:
+            if index < 0:
+                raise InputError(f"{path}: no decodable video frames") from None
+    finally:
+        container.close()
+
+
+def probe(path: Path) -> VideoInfo:
+    """Stream properties, with the frame count taken by decoding (containers lie)."""
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 0)
+        has_audio = bool(container.streams.audio)
+        codec = stream.codec_context.name
+        count, last_time, rotation, size = 0, 0.0, 0, None
+        base = stream.time_base or Fraction(1, 1)
+        origin = stream.start_time or 0
+        try:
+            for frame in container.decode(stream):
+                if size is None:
+                    rotation = int(frame.rotation or 0)
+                    size = (frame.width, frame.height)
+                count += 1
+                if frame.pts is not None:
+                    last_time = float((frame.pts - origin) * base)
+        except av.error.FFmpegError:
+            pass  # a damaged tail: count what decodes
+    finally:
+        container.close()
+    if count == 0 or size is None:
+        raise InputError(f"{path}: no decodable video frames")
+    width, height = size
+    if rotation % 180:
+        width, height = height, width
+    fps = fps or (count / last_time if last_time > 0 else 25.0)
+    return VideoInfo(
+        source=str(path),
+        width=width,
+        height=height,
+        fps=fps,
+        frame_count=count,
+        duration_s=max(last_time + 1.0 / fps, count / fps) if fps else last_time,
+        has_audio=has_audio,
+        rotation=rotation,
+        codec=codec,
+    )
+
+
+class BackgroundReader:
+    """Decodes in a thread so the models always have the next batch waiting."""
+
+    _END = object()
+
+    def __init__(self, path: Path, start: int = 0, end: int | None = None, prefetch: int = 64):
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=prefetch)
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(path, start, end), name="facefleet-decode", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, path: Path, start: int, end: int | None) -> None:
+        try:
+            for frame in read_frames(path, start, end):
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(frame, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        except BaseException as exc:  # re-raised in the consumer's thread
+            self._error = exc
+        finally:
+            self._queue.put(self._END)
+
+    def batches(self, size: int) -> Iterator[list[VideoFrame]]:
+        batch: list[VideoFrame] = []
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                break
+            batch.append(item)  # type: ignore[arg-type]
+            if len(batch) == size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                self._thread.join(timeout=0.1)
+
+
+class H264Writer:
+    """Annotated frames to an H.264 yuv420p MP4 (video only; `mux` adds the audio)."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: float, crf: int = 20) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # yuv420p needs even dimensions: pad by one pixel rather than fail or crop.
+        self.width, self.height = width + width % 2, height + height % 2
+        self._container = av.open(str(self.path), mode="w", format="mp4")
+        rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
+        self._stream = self._container.add_stream("libx264", rate=rate)
+        self._stream.width, self._stream.height = self.width, self.height
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.options = {"crf": str(crf), "preset": "veryfast"}
+        self.frames = 0
+
+    def write(self, image: np.ndarray) -> None:
+        h, w = image.shape[:2]
+        if (w, h) != (self.width, self.height):
+            image = cv2.copyMakeBorder(
+                image, 0, self.height - h, 0, self.width - w, cv2.BORDER_REPLICATE
+            )
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> None:
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+
+    def __enter__(self) -> H264Writer:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def mux(video_parts: Sequence[Path], out: Path, audio_from: Path | None = None) -> None:
+    """Join H.264 parts (no re-encode) and copy the audio of `audio_from` into one MP4.
+
+    Written under a temporary name and renamed, with +faststart so browsers can start
+    playing before the whole file has arrived.
+    """
+    out = Path(out)
+    tmp = out.with_name(out.name + ".part.mp4")
+    output = av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"})
+    try:
+        first = av.open(str(video_parts[0]))
+        video_out = output.add_stream_from_template(first.streams.video[0])
+        first.close()
+        audio_in = av.open(str(audio_from)) if audio_from is not None else None
+        audio_out = None
+        if audio_in is not None and audio_in.streams.audio:
+            audio_out = output.add_stream_from_template(audio_in.streams.audio[0])
+        offset = 0
+        for part in video_parts:
+            with av.open(str(part)) as src:
+                stream = src.streams.video[0]
+                last = 0
+                for packet in src.demux(stream):
+                    if packet.dts is None:
+                        continue
+                    packet.pts = (packet.pts or 0) + offset
+                    packet.dts += offset
+                    last = max(last, packet.pts + (packet.duration or 0))
+                    packet.stream = video_out
+                    output.mux(packet)
+                offset = last
+        if audio_in is not None and audio_out is not None:
+            for packet in audio_in.demux(audio_in.streams.audio[0]):
+                if packet.dts is None:
+                    continue
+                packet.stream = audio_out
+                output.mux(packet)
+        if audio_in is not None:
+            audio_in.close()
+    finally:
+        output.close()
+    tmp.replace(out)
