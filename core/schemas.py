@@ -106,3 +106,55 @@ class ImageResult(BaseModel):
     height: int
     model: ModelInfo
     faces: list[FaceResult]
+
+
+class RawMatch(BaseModel):
+    """What the gallery said about this one face on its own (before track voting)."""
+
+    identity: str | None
+    similarity: float
+
+
+class VideoFace(BaseModel):
+    """A face in one video frame; `identity` is its track's final name."""
+
+    box: Box
+    score: float
+    landmarks: list[Point]
+    track_id: int
+    identity: str | None = None
+    similarity: float | None = Field(default=None, description="The track's similarity")
+    match: RawMatch | None = Field(default=None, description="This face's own best match")
+    interpolated: bool = Field(
+        default=False, description="Placed between detections when detecting every K frames"
+    )
+
+
+class FrameResult(BaseModel):
+    index: int
+    time_s: float
+    faces: list[VideoFace]
+
+
+class Track(BaseModel):
+    track_id: int
+    identity: str | None
+    similarity: float | None
+    first_frame: int
+    last_frame: int
+    start_s: float
+    end_s: float
+    num_faces: int
+
+
+class VideoResult(BaseModel):
+    """`facefleet process` output for one video."""
+
+    source: str
+    fps: float
+    frame_count: int
+    width: int
+    height: int
+    model: ModelInfo
+    frames: list[FrameResult]
+    tracks: list[Track]

@@ -14,7 +14,8 @@ EXIT_OK, EXIT_INPUT_ERRORS, EXIT_SETUP_ERROR = 0, 1, 2
 PROCESS_EPILOG = """\
 outputs:
   For each input image OUT/<name>.jpg (annotated: boxes, scores, five landmarks, name and
-  match confidence) and OUT/<name>.json (see README, "Results JSON").
+  match confidence) and OUT/<name>.json; for each video OUT/<name>.mp4 (H.264, the source
+  audio kept) and OUT/<name>.json with faces per frame and tracks with times (see README).
 
 exit status:
   0 every input processed; 1 some inputs failed (each named on stderr, the others are still
@@ -36,9 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     process = sub.add_parser(
         "process",
-        help="recognize faces in images and write annotated copies plus JSON",
+        help="recognize faces in images and videos; write annotated copies plus JSON",
         description="Detect faces, match them against a gallery of enrolled people, and write "
-        "annotated images and machine-readable results.",
+        "annotated images/videos and machine-readable results. In videos faces are tracked "
+        "and each track is named once, from all of its faces.",
         epilog=PROCESS_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -89,6 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--device",
         choices=["auto", "cpu", "cuda"],
         help="compute device (default auto: cuda when present)",
+    )
+    process.add_argument(
+        "--every",
+        type=int,
+        default=1,
+        metavar="K",
+        help="videos: detect on every K-th frame and carry tracks between "
+        "(faster by about K, boxes interpolated; default 1 = every frame)",
+    )
+    process.add_argument(
+        "--chunk-frames",
+        type=int,
+        metavar="N",
+        help="videos: analyse in ranges of N frames (as the cluster does)",
     )
     process.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     process.set_defaults(func=_run_process)

@@ -7,12 +7,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.images import is_image_path
+from core.video import is_video_path
 
 
 @dataclass(frozen=True)
 class InputItem:
     path: Path
     output_stem: Path  # relative to the output folder, without suffix
+
+    @property
+    def is_video(self) -> bool:
+        return is_video_path(self.path)
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,7 @@ def display_path(path: Path | str) -> str:
 
 
 def collect_inputs(paths: list[Path]) -> tuple[list[InputItem], list[InputProblem]]:
-    """Files are taken as given; folders are searched recursively for images.
+    """Files are taken as given; folders are searched recursively for images and videos.
 
     Output names mirror the input's relative path inside a folder, so two `x.jpg` in
     different subfolders never overwrite each other; clashes between arguments get a suffix.
@@ -50,9 +55,11 @@ def collect_inputs(paths: list[Path]) -> tuple[list[InputItem], list[InputProble
 
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_path(p))
+            found = sorted(
+                p for p in path.rglob("*") if p.is_file() and (is_image_path(p) or is_video_path(p))
+            )
             if not found:
-                problems.append(InputProblem(path, "folder contains no image files"))
+                problems.append(InputProblem(path, "folder contains no image or video files"))
             for p in found:
                 add(p, p.relative_to(path).with_suffix(""))
         elif path.is_file():

@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from facefleet.cli import EXIT_INPUT_ERRORS, EXIT_OK, EXIT_SETUP_ERROR
 from facefleet.inputs import collect_inputs, display_path
@@ -88,6 +94,7 @@ def process_inputs(args: argparse.Namespace) -> int:
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
         TimeRemainingColumn(),
         console=err,
         disable=args.quiet,
@@ -95,25 +102,74 @@ def process_inputs(args: argparse.Namespace) -> int:
     )
     done = 0
     with progress:
-        task = progress.add_task("images", total=len(items))
+        overall = progress.add_task("inputs", total=len(items), rate="")
         for item in items:
-            progress.update(task, description=display_path(item.path.name)[:40])
+            name = display_path(item.path.name)[:40]
+            progress.update(overall, description=name)
+            target = out_dir / item.output_stem
             try:
-                result, image = pipeline.process_image(item.path, source=display_path(item.path))
-                target = out_dir / item.output_stem
                 target.parent.mkdir(parents=True, exist_ok=True)
-                write_image(target.with_name(target.name + ".jpg"), draw_faces(image, result.faces))
-                _write_json(
-                    target.with_name(target.name + ".json"), result.model_dump_json(indent=2)
-                )
+                if item.is_video:
+                    _process_video(item.path, target, pipeline, args, progress)
+                else:
+                    result, image = pipeline.process_image(
+                        item.path, source=display_path(item.path)
+                    )
+                    write_image(
+                        target.with_name(target.name + ".jpg"), draw_faces(image, result.faces)
+                    )
+                    _write_json(
+                        target.with_name(target.name + ".json"), result.model_dump_json(indent=2)
+                    )
                 done += 1
             except FacefleetError as exc:
                 failed += 1
                 _error(str(exc))
-            progress.advance(task)
+            progress.advance(overall)
     err.print(
-        f"{done} image(s) written to {display_path(out_dir)}"
+        f"{done} input(s) written to {display_path(out_dir)}"
         + (f", {failed} failed" if failed else ""),
         highlight=False,
     )
     return EXIT_INPUT_ERRORS if failed else EXIT_OK
+
+
+def _process_video(
+    path: Path, target: Path, pipeline: object, args: argparse.Namespace, progress: Progress
+) -> None:
+    """One video: OUT/<name>.mp4 (annotated, with the source audio) and OUT/<name>.json."""
+    import time
+
+    from core.video import probe
+    from core.video_pipeline import run_video
+
+    info = probe(path)
+    info = info.model_copy(update={"source": display_path(path)})
+    task = progress.add_task(
+        f"  {display_path(path.name)[:30]}", total=2 * info.frame_count, rate=""
+    )
+    started = time.perf_counter()
+    counted = {"analyze": 0, "render": 0}
+
+    def advance(stage: str, n: int) -> None:
+        counted[stage] += n
+        elapsed = max(time.perf_counter() - started, 1e-6)
+        progress.update(task, advance=n, rate=f"{stage} {counted[stage] / elapsed:.1f} frames/s")
+
+    result = run_video(
+        path,
+        pipeline,  # type: ignore[arg-type]
+        target.with_name(target.name + ".mp4"),
+        every=args.every,
+        chunk_frames=args.chunk_frames,
+        on_frames=advance,
+        info=info,
+    )
+    _write_json(target.with_name(target.name + ".json"), result.model_dump_json(indent=1))
+    progress.remove_task(task)
+    named = sorted({t.identity for t in result.tracks if t.identity})
+    err.print(
+        f"{display_path(path.name)}: {result.frame_count} frames, {len(result.tracks)} tracks"
+        + (f", named: {', '.join(named)}" if named else ""),
+        highlight=False,
+    )

@@ -123,7 +123,7 @@ def test_bad_inputs_are_reported_and_the_rest_processed(
     assert len(error_lines) == 4, err
     assert any("empty.jpg: empty file" in line for line in error_lines)
     assert any("text.png: not an image" in line for line in error_lines)
-    assert any("empty_dir: folder contains no image files" in line for line in error_lines)
+    assert any("empty_dir: folder contains no image or video files" in line for line in error_lines)
     assert any("nope.jpg: no such file" in line for line in error_lines)
     for name in ("good", "alpha", "gray", os.fsdecode(b"odd-\xff")):
         result = load_result(tmp_path / "out" / f"{name}.json")

@@ -2,49 +2,14 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
 
 from core.errors import InputError
 from core.video import H264Writer, mux, probe, read_frames
-
-
-def make_video(
-    path: Path,
-    frames: int = 30,
-    size: tuple[int, int] = (160, 120),
-    fps: int = 25,
-    audio: bool = True,
-    rotation: int | None = None,
-) -> Path:
-    """A small H.264 clip whose frame k has the grey level 8·k, optionally with a tone."""
-    width, height = size
-    with av.open(str(path), "w", format="mp4") as out:
-        video = out.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        if rotation is not None:
-            video.set_display_rotation(rotation)
-        sound = out.add_stream("aac", rate=16000) if audio else None
-        for k in range(frames):
-            image = np.full((height, width, 3), (8 * k) % 256, np.uint8)
-            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
-                out.mux(packet)
-        for packet in video.encode():
-            out.mux(packet)
-        if sound is not None:
-            samples = int(16000 * frames / fps)
-            tone = (0.2 * np.sin(np.arange(samples) * 2 * np.pi * 440 / 16000)).astype(np.float32)
-            frame = av.AudioFrame.from_ndarray(tone[None, :], format="fltp", layout="mono")
-            frame.sample_rate, frame.pts, frame.time_base = 16000, 0, Fraction(1, 16000)
-            for packet in sound.encode(frame):
-                out.mux(packet)
-            for packet in sound.encode():
-                out.mux(packet)
-    return path
+from tests.conftest import make_video
 
 
 def test_probe_and_read_with_times(tmp_path: Path) -> None:

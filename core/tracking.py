@@ -1,0 +1,98 @@
+"""Following faces from frame to frame: IoU plus embedding similarity, optimal assignment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lap
+import numpy as np
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) IoU of x0, y0, x1, y1 boxes."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), dtype=np.float64)
+    a, b = np.asarray(a, np.float64)[:, None, :], np.asarray(b, np.float64)[None, :, :]
+    ix = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    iy = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = ix * iy
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    return inter / np.maximum(area_a + area_b - inter, 1e-9)
+
+
+def associate(
+    iou: np.ndarray,
+    similarity: np.ndarray | None,
+    min_iou: float,
+    similarity_gate: float,
+    iou_weight: float = 0.5,
+) -> list[tuple[int, int]]:
+    """Optimal one-to-one pairs (row, col). A pair must overlap (IoU >= min_iou) or, for a
+    face that moved fast, look alike (similarity >= similarity_gate)."""
+    if iou.size == 0:
+        return []
+    if similarity is None:
+        affinity = iou
+        allowed = iou >= min_iou
+    else:
+        affinity = iou_weight * iou + (1.0 - iou_weight) * np.clip(similarity, 0.0, 1.0)
+        allowed = (iou >= min_iou) | (similarity >= similarity_gate)
+    cost = np.where(allowed, 1.0 - affinity, 1e6)
+    _, rows, _ = lap.lapjv(cost, extend_cost=True, cost_limit=1.0 - 1e-9)
+    return [(r, int(c)) for r, c in enumerate(rows) if c >= 0 and allowed[r, int(c)]]
+
+
+@dataclass
+class TrackState:
+    track_id: int
+    box: np.ndarray
+    embedding: np.ndarray | None
+    last_frame: int
+
+
+class FaceTracker:
+    """Frame-to-frame association; ids are local to one tracker (one frame range)."""
+
+    def __init__(
+        self,
+        max_gap: int = 15,
+        min_iou: float = 0.2,
+        similarity_gate: float = 0.5,
+        first_id: int = 0,
+    ) -> None:
+        self.max_gap = max_gap
+        self.min_iou = min_iou
+        self.similarity_gate = similarity_gate
+        self.next_id = first_id
+        self.active: list[TrackState] = []
+
+    def update(
+        self, frame_index: int, boxes: np.ndarray, embeddings: np.ndarray | None
+    ) -> list[int]:
+        """Track id for each detection of this frame, in the detections' order."""
+        self.active = [t for t in self.active if frame_index - t.last_frame <= self.max_gap]
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        ious = iou_matrix(np.array([t.box for t in self.active]).reshape(-1, 4), boxes)
+        similarity = None
+        have = embeddings is not None and embeddings.shape[1] > 0
+        if have and self.active and all(t.embedding is not None for t in self.active):
+            track_vecs = np.stack([t.embedding for t in self.active])  # type: ignore[misc]
+            similarity = track_vecs @ embeddings.T  # type: ignore[union-attr]
+        pairs = associate(ious, similarity, self.min_iou, self.similarity_gate)
+        ids = [-1] * len(boxes)
+        for r, c in pairs:
+            track = self.active[r]
+            track.box, track.last_frame = boxes[c], frame_index
+            if have:
+                vec = embeddings[c]  # type: ignore[index]
+                mixed = vec if track.embedding is None else 0.7 * track.embedding + 0.3 * vec
+                track.embedding = mixed / max(float(np.linalg.norm(mixed)), 1e-12)
+            ids[c] = track.track_id
+        for c in range(len(boxes)):
+            if ids[c] == -1:
+                vec = embeddings[c] if have else None  # type: ignore[index]
+                self.active.append(TrackState(self.next_id, boxes[c], vec, frame_index))
+                ids[c] = self.next_id
+                self.next_id += 1
+        return ids

@@ -1,0 +1,426 @@
+"""A video as frame ranges: analyze(range) -> ChunkResult, merge(chunks) -> VideoResult,
+render(range, result) -> encoded part, finalize(parts) -> output.mp4.
+
+In-process mode runs them in a loop; the batch system runs the same functions as tasks.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel
+
+from core.drawing import draw_faces
+from core.errors import InputError
+from core.gallery import Gallery
+from core.pipeline import FacePipeline
+from core.schemas import (
+    FaceResult,
+    FrameResult,
+    ModelInfo,
+    RawMatch,
+    Track,
+    VideoFace,
+    VideoResult,
+)
+from core.tracking import FaceTracker, associate, iou_matrix
+from core.video import BackgroundReader, H264Writer, VideoInfo, mux, read_frames
+
+MIN_TRACK_FACES = 3  # tracks seen fewer times are named only when clearly above threshold
+SHORT_TRACK_MARGIN = 0.05
+
+
+class ChunkFace(BaseModel):
+    frame: int
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: list[tuple[float, float]]
+    track: int  # local to the chunk
+    embedding: str | None = None  # base64 float32, so a chunk result is plain JSON
+    interpolated: bool = False
+
+    def vector(self) -> np.ndarray | None:
+        if self.embedding is None:
+            return None
+        return np.frombuffer(base64.b64decode(self.embedding), dtype=np.float32)
+
+
+class ChunkResult(BaseModel):
+    """What one frame range yields: faces with embeddings and chunk-local track ids."""
+
+    start: int
+    end: int  # exclusive; the true end when the video is shorter than asked
+    times: list[float]  # time_s of each frame in [start, end)
+    faces: list[ChunkFace]
+
+
+def _encode(vec: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(vec, dtype=np.float32).tobytes()).decode()
+
+
+def analyze(
+    video: Path,
+    start: int,
+    end: int | None,
+    pipeline: FacePipeline,
+    every: int = 1,
+    batch_size: int = 16,
+    max_gap: int = 15,
+    on_frames: Callable[[int], None] | None = None,
+) -> ChunkResult:
+    """Detect, align, embed and track the faces of frames [start, end).
+
+    With `every` = K only frames whose index is a multiple of K are analysed; faces on the
+    frames between are interpolated along their track.
+    """
+    threshold = pipeline.effective_threshold
+    gate = threshold if threshold is not None and pipeline.metric == "cosine" else 0.5
+    tracker = FaceTracker(max_gap=max_gap * every, similarity_gate=gate)
+    times: list[float] = []
+    faces: list[ChunkFace] = []
+    reader = BackgroundReader(video, start, end)
+    try:
+        for batch in reader.batches(batch_size):
+            times.extend(f.time_s for f in batch)
+            keyframes = [f for f in batch if f.index % every == 0]
+            if keyframes:
+                images = [f.image for f in keyframes]
+                detections = pipeline.detect(images)
+                vectors = pipeline.embed_faces(images, detections)
+                for frame, dets, vecs in zip(keyframes, detections, vectors, strict=True):
+                    boxes = np.array([d.box for d in dets]).reshape(-1, 4)
+                    ids = tracker.update(frame.index, boxes, vecs if vecs.shape[1] else None)
+                    for det, vec, tid in zip(dets, vecs, ids, strict=True):
+                        faces.append(
+                            ChunkFace(
+                                frame=frame.index,
+                                box=det.box,
+                                score=det.score,
+                                landmarks=[tuple(p) for p in det.landmarks],
+                                track=tid,
+                                embedding=_encode(vec) if vec.size else None,
+                            )
+                        )
+            if on_frames:
+                on_frames(len(batch))
+    finally:
+        reader.close()
+    if not times:
+        raise InputError(f"{video}: no frames in range {start}..{end}")
+    real_end = start + len(times)
+    if every > 1:
+        faces = _fill_between_keyframes(faces, every, real_end)
+    faces.sort(key=lambda f: (f.frame, f.track))
+    return ChunkResult(start=start, end=real_end, times=times, faces=faces)
+
+
+def _fill_between_keyframes(faces: list[ChunkFace], every: int, end: int) -> list[ChunkFace]:
+    """Interpolate each track's box and landmarks on the frames that were not analysed."""
+    by_track: dict[int, list[ChunkFace]] = defaultdict(list)
+    for face in faces:
+        by_track[face.track].append(face)
+    out = list(faces)
+    for seen in by_track.values():
+        seen.sort(key=lambda f: f.frame)
+        for a, b in pairwise(seen):
+            gap = b.frame - a.frame
+            if gap <= 1 or gap > every:
+                continue
+            for k in range(1, gap):
+                t = k / gap
+                out.append(_between(a, b, t, a.frame + k))
+        last = seen[-1]
+        for frame in range(last.frame + 1, min(last.frame + every, end)):
+            out.append(_between(last, last, 0.0, frame))
+    return out
+
+
+def _between(a: ChunkFace, b: ChunkFace, t: float, frame: int) -> ChunkFace:
+    box = tuple((1 - t) * x + t * y for x, y in zip(a.box, b.box, strict=True))
+    marks = [
+        ((1 - t) * p[0] + t * q[0], (1 - t) * p[1] + t * q[1])
+        for p, q in zip(a.landmarks, b.landmarks, strict=True)
+    ]
+    return ChunkFace(
+        frame=frame,
+        box=box,
+        score=min(a.score, b.score),
+        landmarks=marks,  # type: ignore[arg-type]
+        track=a.track,
+        interpolated=True,
+    )
+
+
+def _stitch(chunks: Sequence[ChunkResult], gate: float, max_gap: int) -> dict[tuple[int, int], int]:
+    """Global track id for every (chunk number, local track), joining tracks that cross a
+    range boundary: the last faces before it and the first after it must overlap or look
+    alike."""
+    parent: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def find(x: tuple[int, int]) -> tuple[int, int]:
+        while parent.setdefault(x, x) != x:
+            x = parent[x]
+        return x
+
+    for k, chunk in enumerate(chunks):
+        for face in chunk.faces:
+            find((k, face.track))
+    for k in range(len(chunks) - 1):
+        left, right = chunks[k], chunks[k + 1]
+        if left.end != right.start:
+            continue
+        tails = _track_ends(left, last=True, within=max_gap)
+        heads = _track_ends(right, last=False, within=max_gap)
+        if not tails or not heads:
+            continue
+        lt, rt = list(tails), list(heads)
+        ious = iou_matrix(np.array([tails[t][0] for t in lt]), np.array([heads[t][0] for t in rt]))
+        sims = None
+        if all(tails[t][1] is not None for t in lt) and all(heads[t][1] is not None for t in rt):
+            sims = np.stack([tails[t][1] for t in lt]) @ np.stack([heads[t][1] for t in rt]).T
+        for r, c in associate(ious, sims, 0.2, gate):
+            parent[find((k + 1, rt[c]))] = find((k, lt[r]))
+    roots: dict[tuple[int, int], int] = {}
+    order = sorted(parent, key=lambda key: (key[0], _first_frame(chunks[key[0]], key[1])))
+    mapping = {}
+    for key in order:
+        root = find(key)
+        if root not in roots:
+            roots[root] = len(roots)
+        mapping[key] = roots[root]
+    return mapping
+
+
+def _first_frame(chunk: ChunkResult, track: int) -> int:
+    return min(f.frame for f in chunk.faces if f.track == track)
+
+
+def _track_ends(
+    chunk: ChunkResult, last: bool, within: int
+) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
+    """Per track near the boundary: its box there and its mean embedding."""
+    faces = [f for f in chunk.faces if not f.interpolated]
+    ends: dict[int, ChunkFace] = {}
+    vecs: dict[int, list[np.ndarray]] = defaultdict(list)
+    for f in faces:
+        current = ends.get(f.track)
+        if current is None or (f.frame > current.frame if last else f.frame < current.frame):
+            ends[f.track] = f
+        v = f.vector()
+        if v is not None:
+            vecs[f.track].append(v)
+    out = {}
+    for track, face in ends.items():
+        near = (chunk.end - 1 - face.frame) if last else (face.frame - chunk.start)
+        if near > within:
+            continue
+        mean = None
+        if vecs[track]:
+            m = np.mean(vecs[track], axis=0)
+            mean = m / max(float(np.linalg.norm(m)), 1e-12)
+        out[track] = (np.array(face.box), mean)
+    return out
+
+
+def merge(
+    chunks: Sequence[ChunkResult],
+    info: VideoInfo,
+    model: ModelInfo,
+    gallery: Gallery | None,
+    metric: str = "cosine",
+    threshold: float | None = None,
+    max_gap: int = 15,
+) -> VideoResult:
+    """Stitch tracks across ranges and name each track from all of its faces."""
+    chunks = sorted(chunks, key=lambda c: c.start)
+    gate = threshold if threshold is not None and metric == "cosine" else 0.5
+    ids = _stitch(chunks, gate, max_gap)
+    faces_by_track: dict[int, list[ChunkFace]] = defaultdict(list)
+    times: dict[int, float] = {}
+    for k, chunk in enumerate(chunks):
+        for i, t in enumerate(chunk.times):
+            times[chunk.start + i] = t
+        for face in chunk.faces:
+            faces_by_track[ids[(k, face.track)]].append(face)
+
+    naming = {
+        tid: _name_track(fs, gallery, metric, threshold) for tid, fs in faces_by_track.items()
+    }
+    per_frame: dict[int, list[VideoFace]] = defaultdict(list)
+    tracks: list[Track] = []
+    for tid, faces in sorted(faces_by_track.items()):
+        identity, similarity = naming[tid]
+        raw = _raw_matches(faces, gallery, metric, threshold)
+        for face, match in zip(faces, raw, strict=True):
+            per_frame[face.frame].append(
+                VideoFace(
+                    box=tuple(round(v, 2) for v in face.box),  # type: ignore[arg-type]
+                    score=round(face.score, 4),
+                    landmarks=[(round(x, 2), round(y, 2)) for x, y in face.landmarks],
+                    track_id=tid,
+                    identity=identity,
+                    similarity=None if similarity is None else round(similarity, 4),
+                    match=match,
+                    interpolated=face.interpolated,
+                )
+            )
+        first, last = min(f.frame for f in faces), max(f.frame for f in faces)
+        frame_time = 1.0 / info.fps if info.fps else 0.0
+        tracks.append(
+            Track(
+                track_id=tid,
+                identity=identity,
+                similarity=None if similarity is None else round(similarity, 4),
+                first_frame=first,
+                last_frame=last,
+                start_s=round(times.get(first, first * frame_time), 3),
+                end_s=round(times.get(last, last * frame_time) + frame_time, 3),
+                num_faces=len(faces),
+            )
+        )
+    frames = [
+        FrameResult(
+            index=i,
+            time_s=round(times[i], 4),
+            faces=sorted(per_frame.get(i, []), key=lambda f: f.track_id),
+        )
+        for i in sorted(times)
+    ]
+    return VideoResult(
+        source=info.source,
+        fps=info.fps,
+        frame_count=len(frames),
+        width=info.width,
+        height=info.height,
+        model=model,
+        frames=frames,
+        tracks=tracks,
+    )
+
+
+def _name_track(
+    faces: list[ChunkFace], gallery: Gallery | None, metric: str, threshold: float | None
+) -> tuple[str | None, float | None]:
+    """One identity per track: the gallery match of the size- and score-weighted mean
+    embedding of all its faces, so a name does not flicker from frame to frame."""
+    measured = [(f, f.vector()) for f in faces if not f.interpolated]
+    measured = [(f, v) for f, v in measured if v is not None]
+    if gallery is None or len(gallery) == 0 or not measured:
+        return None, None
+    weights = np.array(
+        [(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]) * f.score for f, _ in measured]
+    )
+    mean = (weights[:, None] * np.stack([v for _, v in measured])).sum(axis=0)
+    mean /= max(float(np.linalg.norm(mean)), 1e-12)
+    (match,) = gallery.match(mean[None], metric, threshold)  # type: ignore[arg-type]
+    identity = match.identity
+    if identity is not None and len(measured) < MIN_TRACK_FACES and threshold is not None:
+        sure = (
+            match.similarity >= threshold + SHORT_TRACK_MARGIN
+            if metric == "cosine"
+            else match.distance <= threshold - SHORT_TRACK_MARGIN
+        )
+        identity = identity if sure else None
+    return identity, match.similarity
+
+
+def _raw_matches(
+    faces: list[ChunkFace], gallery: Gallery | None, metric: str, threshold: float | None
+) -> list[RawMatch | None]:
+    vectors = [f.vector() for f in faces]
+    out: list[RawMatch | None] = [None] * len(faces)
+    have = [i for i, v in enumerate(vectors) if v is not None]
+    if gallery is None or len(gallery) == 0 or not have:
+        return out
+    matches = gallery.match(np.stack([vectors[i] for i in have]), metric, threshold)  # type: ignore[arg-type,misc]
+    for i, m in zip(have, matches, strict=True):
+        out[i] = RawMatch(identity=m.identity, similarity=round(m.similarity, 4))
+    return out
+
+
+def render(video: Path, result: VideoResult, start: int, end: int, part: Path) -> Path:
+    """Draw the final names on frames [start, end) and encode them as one H.264 part."""
+    faces = {f.index: f.faces for f in result.frames}
+    with H264Writer(part, result.width, result.height, result.fps) as writer:
+        for frame in read_frames(video, start, end):
+            drawn = [
+                FaceResult(
+                    box=f.box,
+                    score=f.score,
+                    landmarks=f.landmarks,
+                    identity=f.identity,
+                    similarity=f.similarity,
+                )
+                for f in faces.get(frame.index, [])
+            ]
+            writer.write(draw_faces(frame.image, drawn) if drawn else frame.image)
+    return part
+
+
+def finalize(parts: Sequence[Path], out: Path, audio_from: Path | None) -> Path:
+    """Join the rendered parts and copy the source audio into the deliverable MP4."""
+    mux(parts, out, audio_from)
+    return out
+
+
+def frame_ranges(frame_count: int, chunk_frames: int | None) -> list[tuple[int, int]]:
+    if not chunk_frames or chunk_frames >= frame_count:
+        return [(0, frame_count)]
+    return [(s, min(s + chunk_frames, frame_count)) for s in range(0, frame_count, chunk_frames)]
+
+
+def run_video(
+    video: Path,
+    pipeline: FacePipeline,
+    out_video: Path,
+    every: int = 1,
+    chunk_frames: int | None = None,
+    batch_size: int = 16,
+    on_frames: Callable[[str, int], None] | None = None,
+    info: VideoInfo | None = None,
+) -> VideoResult:
+    """The whole video in-process: the same analyze/merge/render/finalize as the cluster.
+
+    `on_frames(stage, n)` reports progress for the "analyze" and "render" stages.
+    """
+    import tempfile
+
+    from core.video import probe
+
+    info = info or probe(video)
+    ranges = frame_ranges(info.frame_count, chunk_frames)
+    chunks = [
+        analyze(
+            video,
+            s,
+            e,
+            pipeline,
+            every,
+            batch_size,
+            on_frames=(lambda n: on_frames("analyze", n)) if on_frames else None,
+        )
+        for s, e in ranges
+    ]
+    result = merge(
+        chunks,
+        info,
+        pipeline.model_info(),
+        pipeline.gallery,
+        pipeline.metric,
+        pipeline.effective_threshold,
+    )
+    out_video.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_video.parent, prefix=".facefleet-") as tmp:
+        parts = []
+        for k, (s, e) in enumerate(ranges):
+            part = render(video, result, s, e, Path(tmp) / f"part-{k:05d}.mp4")
+            if on_frames:
+                on_frames("render", e - s)
+            parts.append(part)
+        finalize(parts, out_video, video if info.has_audio else None)
+    return result
