@@ -109,6 +109,23 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     process.set_defaults(func=_run_process)
 
+    demo = sub.add_parser(
+        "demo",
+        help="run the main job end to end on photos that ship with the installed packages",
+        description="Enroll two real photographs that come with installed libraries "
+        "(scikit-image's astronaut Eileen Collins, matplotlib's Grace Hopper), render a short "
+        "clip that pans across them, recognize the faces in it and write the annotated MP4 "
+        "and the results JSON. Needs no data and no network.",
+    )
+    demo.add_argument(
+        "--out",
+        type=Path,
+        default=Path("facefleet-demo"),
+        help="output folder (default ./facefleet-demo)",
+    )
+    demo.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    demo.set_defaults(func=_run_demo)
+
     train = sub.add_parser(
         "train",
         help="train the face feature extractor on LFW (EfficientNet-B0 + ArcFace)",
@@ -182,6 +199,12 @@ def _run_process(args: argparse.Namespace) -> int:
     from facefleet.local import process_inputs
 
     return process_inputs(args)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from facefleet.demo import run_demo
+
+    return run_demo(args)
 
 
 def _run_train(args: argparse.Namespace) -> int:
