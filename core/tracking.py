@@ -21,15 +21,25 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a + area_b - inter, 1e-9)
 
 
+# Measured on the real Hamilton clip: the same face in consecutive frames has cosine
+# similarity >= 0.74 in 99% of cases (median 0.999); at a shot cut an overlapping box of
+# another person scored 0.63.
+MIN_LINK_SIMILARITY = 0.65
+APPEARANCE_GATE = 0.85
+
+
 def associate(
     iou: np.ndarray,
     similarity: np.ndarray | None,
     min_iou: float,
-    similarity_gate: float,
+    similarity_gate: float = APPEARANCE_GATE,
+    min_similarity: float = MIN_LINK_SIMILARITY,
     iou_weight: float = 0.5,
 ) -> list[tuple[int, int]]:
-    """Optimal one-to-one pairs (row, col). A pair must overlap (IoU >= min_iou) or, for a
-    face that moved fast, look alike (similarity >= similarity_gate)."""
+    """Optimal one-to-one pairs (row, col). A pair must overlap (IoU >= min_iou) and not look
+    unlike (similarity >= min_similarity, so a cut to another person in the same place
+    starts a new track), or, for a face that moved fast, look alike without overlap
+    (similarity >= similarity_gate)."""
     if iou.size == 0:
         return []
     if similarity is None:
@@ -37,7 +47,9 @@ def associate(
         allowed = iou >= min_iou
     else:
         affinity = iou_weight * iou + (1.0 - iou_weight) * np.clip(similarity, 0.0, 1.0)
-        allowed = (iou >= min_iou) | (similarity >= similarity_gate)
+        allowed = ((iou >= min_iou) & (similarity >= min_similarity)) | (
+            similarity >= similarity_gate
+        )
     cost = np.where(allowed, 1.0 - affinity, 1e6)
     _, rows, _ = lap.lapjv(cost, extend_cost=True, cost_limit=1.0 - 1e-9)
     return [(r, int(c)) for r, c in enumerate(rows) if c >= 0 and allowed[r, int(c)]]
@@ -58,7 +70,7 @@ class FaceTracker:
         self,
         max_gap: int = 15,
         min_iou: float = 0.2,
-        similarity_gate: float = 0.5,
+        similarity_gate: float = APPEARANCE_GATE,
         first_id: int = 0,
     ) -> None:
         self.max_gap = max_gap

@@ -78,9 +78,7 @@ def analyze(
     With `every` = K only frames whose index is a multiple of K are analysed; faces on the
     frames between are interpolated along their track.
     """
-    threshold = pipeline.effective_threshold
-    gate = threshold if threshold is not None and pipeline.metric == "cosine" else 0.5
-    tracker = FaceTracker(max_gap=max_gap * every, similarity_gate=gate)
+    tracker = FaceTracker(max_gap=max_gap * every)
     times: list[float] = []
     faces: list[ChunkFace] = []
     reader = BackgroundReader(video, start, end)
@@ -156,7 +154,7 @@ def _between(a: ChunkFace, b: ChunkFace, t: float, frame: int) -> ChunkFace:
     )
 
 
-def _stitch(chunks: Sequence[ChunkResult], gate: float, max_gap: int) -> dict[tuple[int, int], int]:
+def _stitch(chunks: Sequence[ChunkResult], max_gap: int) -> dict[tuple[int, int], int]:
     """Global track id for every (chunk number, local track), joining tracks that cross a
     range boundary: the last faces before it and the first after it must overlap or look
     alike."""
@@ -183,7 +181,7 @@ def _stitch(chunks: Sequence[ChunkResult], gate: float, max_gap: int) -> dict[tu
         sims = None
         if all(tails[t][1] is not None for t in lt) and all(heads[t][1] is not None for t in rt):
             sims = np.stack([tails[t][1] for t in lt]) @ np.stack([heads[t][1] for t in rt]).T
-        for r, c in associate(ious, sims, 0.2, gate):
+        for r, c in associate(ious, sims, 0.2):
             parent[find((k + 1, rt[c]))] = find((k, lt[r]))
     roots: dict[tuple[int, int], int] = {}
     order = sorted(parent, key=lambda key: (key[0], _first_frame(chunks[key[0]], key[1])))
@@ -238,8 +236,7 @@ def merge(
 ) -> VideoResult:
     """Stitch tracks across ranges and name each track from all of its faces."""
     chunks = sorted(chunks, key=lambda c: c.start)
-    gate = threshold if threshold is not None and metric == "cosine" else 0.5
-    ids = _stitch(chunks, gate, max_gap)
+    ids = _stitch(chunks, max_gap)
     faces_by_track: dict[int, list[ChunkFace]] = defaultdict(list)
     times: dict[int, float] = {}
     for k, chunk in enumerate(chunks):

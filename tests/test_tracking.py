@@ -45,3 +45,12 @@ def test_far_apart_and_unlike_faces_are_not_linked() -> None:
     assert pairs == []
     pairs = associate(np.array([[0.0]]), np.array([[0.9]]), min_iou=0.2, similarity_gate=0.5)
     assert pairs == [(0, 0)]  # a fast move: no overlap, but clearly the same face
+
+
+def test_a_cut_to_another_person_in_the_same_place_starts_a_new_track() -> None:
+    """Overlap alone is not enough when the faces look unlike (a shot cut)."""
+    a, b = np.eye(4)[0], 0.6 * np.eye(4)[0] + 0.8 * np.eye(4)[1]  # cosine 0.6
+    tracker = FaceTracker()
+    tracker.update(0, np.array([[0, 0, 40, 40]]), a[None])
+    assert tracker.update(1, np.array([[2, 0, 42, 40]]), b[None]) == [1]
+    assert tracker.update(2, np.array([[2, 0, 42, 40]]), b[None]) == [1]

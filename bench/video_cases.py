@@ -1,0 +1,144 @@
+"""Identification per real video case, and end-to-end frames/s (a benchmark, not a test).
+
+Run: .venv/bin/python bench/video_cases.py [--data ../shared/data] [--json out.json]
+
+Per case (who appears when is taken from each case's CASE.md):
+  right   = frames of the person's segment in which a face carries their name
+  seen    = frames of that segment with at least one detected face
+  false   = faces given a name that is not who the case says is there
+fps is the whole in-process job (decode, detect, embed, track, name, render, encode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.gallery import Gallery
+from core.pipeline import build_pipeline
+from core.schemas import VideoResult
+from core.settings import get_settings
+from core.video_pipeline import run_video
+
+
+@dataclass(frozen=True)
+class Expect:
+    person: str
+    first: int
+    last: int
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    video: str
+    galleries: tuple[str, ...]
+    expect: tuple[Expect, ...]
+    allowed: frozenset[str]  # names that may legitimately appear anywhere
+
+
+CASES = [
+    Case(
+        "hamilton_whitehouse",
+        "hamilton_whitehouse/short_hamilton_clip.mp4",
+        ("hamilton_whitehouse",),
+        (Expect("Lin_Manuel_Miranda", 90, 210), Expect("Barack_Obama", 215, 274)),
+        frozenset({"Lin_Manuel_Miranda", "Barack_Obama", "Alex_Lacamoire"}),
+    ),
+    Case(
+        "trump_speech",
+        "trump_speech/trump.mp4",
+        ("trump_speech",),
+        (Expect("Donald_Trump", 0, 242),),
+        frozenset({"Donald_Trump"}),
+    ),
+    Case(
+        "obama_curry",
+        "obama_curry_whitehouse/obama_curry.mp4",
+        ("obama_curry_whitehouse",),
+        (),
+        frozenset({"Barack_Obama", "Stephen_Curry"}),
+    ),
+    Case(
+        "crowd_no_known_identity",
+        "crowd_no_known_identity/video.mp4",
+        ("hamilton_whitehouse", "obama_curry_whitehouse", "trump_speech"),
+        (),
+        frozenset(),
+    ),
+]
+
+
+def score(case: Case, result: VideoResult) -> dict[str, object]:
+    out: dict[str, object] = {
+        "case": case.name,
+        "frames": result.frame_count,
+        "tracks": len(result.tracks),
+    }
+    for exp in case.expect:
+        frames = [f for f in result.frames if exp.first <= f.index <= exp.last]
+        seen = [f for f in frames if f.faces]
+        right = [f for f in seen if any(face.identity == exp.person for face in f.faces)]
+        out[exp.person] = {
+            "right": len(right),
+            "seen": len(seen),
+            "rate": round(len(right) / len(seen), 3) if seen else None,
+        }
+    wrong = [
+        face
+        for f in result.frames
+        for face in f.faces
+        if face.identity is not None and face.identity not in case.allowed
+    ]
+    out["false_names"] = len(wrong)
+    out["false_names_who"] = sorted({f.identity for f in wrong})  # type: ignore[misc]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--every", type=int, default=1)
+    args = parser.parse_args()
+    settings = get_settings()
+    data = args.data or settings.test_data
+    rows = []
+    for case in CASES:
+        pipeline, _ = build_pipeline(settings, None)
+        assert pipeline.embedder is not None, "needs an extractor model"
+        gallery = Gallery.empty(pipeline.embedder)
+        for g in case.galleries:
+            folder = data / "videos" / g / "gallery"
+            # The LFW copy of Trump's photo may have been seen in training: leave it out.
+            part, _ = Gallery.enroll_folder(folder, pipeline.detector, pipeline.embedder)
+            keep = [i for i, s in enumerate(part.samples) if "Donald_Trump_0001" not in s.source]
+            part = Gallery(
+                part.model_id,
+                part.embeddings[keep],
+                part.crops[keep],
+                [part.samples[i] for i in keep],
+            )
+            gallery.add_crops_from(part)
+        pipeline.gallery = gallery
+        with tempfile.TemporaryDirectory() as tmp:
+            started = time.perf_counter()
+            result = run_video(
+                data / "videos" / case.video, pipeline, Path(tmp) / "o.mp4", every=args.every
+            )
+            seconds = time.perf_counter() - started
+        row = score(case, result)
+        row["fps"] = round(result.frame_count / seconds, 1)
+        row["size"] = f"{result.width}x{result.height}"
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
