@@ -224,7 +224,7 @@ class Gallery:
         """
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if threshold is None:
-            threshold = getattr(thresholds or Thresholds(), metric)
+            threshold = (thresholds or Thresholds()).for_matching(metric)
         if len(embeddings) == 0:
             return []
         if len(self) == 0:

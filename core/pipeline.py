@@ -37,7 +37,7 @@ class FacePipeline:
             return self.threshold
         if self.embedder is None:
             return None
-        return float(getattr(self.embedder.meta.thresholds, self.metric))
+        return self.embedder.meta.thresholds.for_matching(self.metric)
 
     def model_info(self) -> ModelInfo:
         return ModelInfo(

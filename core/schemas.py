@@ -82,10 +82,23 @@ class FaceResult(BaseModel):
 
 
 class Thresholds(BaseModel):
-    """Calibrated decision thresholds: cosine similarity >= cosine, distance <= euclidean."""
+    """Calibrated decision thresholds: cosine similarity >= cosine, distance <= euclidean.
+
+    `cosine`/`euclidean` give the best F1 on balanced verification pairs (DevTest). Matching
+    against a gallery is open-set: every face is compared with every enrolled person, so
+    galleries use the stricter `identification_*` thresholds (a fixed false-accept rate on
+    pairs of different people) when the checkpoint has them.
+    """
 
     cosine: float = 0.5
     euclidean: float = 1.0
+    identification_cosine: float | None = None
+    identification_euclidean: float | None = None
+    identification_far: float | None = None
+
+    def for_matching(self, metric: str) -> float:
+        strict = getattr(self, f"identification_{metric}")
+        return float(strict if strict is not None else getattr(self, metric))
 
 
 class ModelInfo(BaseModel):

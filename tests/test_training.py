@@ -80,14 +80,19 @@ def test_exported_thresholds_reach_the_gallery(
     )
     embedder = FaceEmbedder.from_checkpoint(out / "extractor.pt")
     assert embedder.meta.training["train_protocol"] == "devtrain"
-    expected = best["devtest"]["cosine"]["best_threshold"]
-    assert embedder.meta.thresholds.cosine == pytest.approx(expected)
-    pipeline = FacePipeline(detector=retinaface, embedder=embedder)
-    assert pipeline.model_info().threshold == pytest.approx(expected)
-    pipeline.metric = "euclidean"
-    assert pipeline.model_info().threshold == pytest.approx(
-        best["devtest"]["euclidean"]["best_threshold"]
+    thresholds = embedder.meta.thresholds
+    assert thresholds.cosine == pytest.approx(best["devtest"]["cosine"]["best_threshold"])
+    assert thresholds.euclidean == pytest.approx(best["devtest"]["euclidean"]["best_threshold"])
+    # Open-set matching uses the threshold at a 0.1% false-accept rate: stricter than best-F1.
+    assert thresholds.identification_far == pytest.approx(1e-3)
+    assert thresholds.identification_cosine >= thresholds.cosine
+    assert thresholds.identification_euclidean == pytest.approx(
+        (2 - 2 * thresholds.identification_cosine) ** 0.5
     )
+    pipeline = FacePipeline(detector=retinaface, embedder=embedder)
+    assert pipeline.model_info().threshold == pytest.approx(thresholds.identification_cosine)
+    pipeline.metric = "euclidean"
+    assert pipeline.model_info().threshold == pytest.approx(thresholds.identification_euclidean)
     assert (out / "extractor.pt").stat().st_size < 20_000_000
 
 

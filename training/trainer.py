@@ -27,7 +27,7 @@ from core.errors import FacefleetError
 from core.schemas import Thresholds
 from training.arcface import ArcFaceHead
 from training.augment import augment_batch
-from training.evaluate import PairEvaluation, evaluate_pairs
+from training.evaluate import PairEvaluation, evaluate_pairs, identification_thresholds
 from training.facecache import FaceCache, load_or_build
 from training.lfw import LFWDataset
 
@@ -408,10 +408,21 @@ class Trainer:
 
     def _export(self, epoch: int, result: PairEvaluation) -> None:
         cfg = self.config
+        embedder = FaceEmbedder(self.model, self.meta, self.device, batch_size=256)
+        eval_images = list(
+            dict.fromkeys([p.left for p in self.eval_pairs] + [p.right for p in self.eval_pairs])
+        )
+        try:
+            strict = identification_thresholds(embedder, self.cache, eval_images)
+        except ValueError:
+            strict = {}  # too few images (quick runs): galleries fall back to best-F1
+        self.model.train()
         meta = self.meta.model_copy(
             update={
                 "thresholds": Thresholds(
-                    cosine=result.cosine.best_threshold, euclidean=result.euclidean.best_threshold
+                    cosine=result.cosine.best_threshold,
+                    euclidean=result.euclidean.best_threshold,
+                    **strict,
                 ),
                 "training": {
                     "data": "LFW deep-funneled",
