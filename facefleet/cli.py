@@ -179,6 +179,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     train.set_defaults(func=_run_train)
 
+    calibrate = sub.add_parser(
+        "calibrate",
+        help="recompute a model's match thresholds on LFW DevTest and store them in it",
+        description="Best-F1 thresholds on the DevTest pairs (cosine and euclidean) and the "
+        "open-set identification thresholds at a fixed false-accept rate over all pairs of "
+        "different DevTest people; written into a copy of the checkpoint.",
+    )
+    calibrate.add_argument("--model", type=Path, required=True)
+    calibrate.add_argument("--lfw", type=Path, required=True)
+    calibrate.add_argument("--out", type=Path, required=True, help="calibrated checkpoint")
+    calibrate.add_argument(
+        "--far",
+        type=float,
+        default=1e-3,
+        help="false-accept rate for identification (default 0.001)",
+    )
+    calibrate.set_defaults(func=_run_calibrate)
+
     evaluate = sub.add_parser(
         "eval",
         help="evaluate an extractor on LFW DevTest and View 2",
@@ -211,6 +229,12 @@ def _run_train(args: argparse.Namespace) -> int:
     from facefleet.training_cli import train
 
     return train(args)
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from facefleet.training_cli import calibrate
+
+    return calibrate(args)
 
 
 def _run_eval(args: argparse.Namespace) -> int:

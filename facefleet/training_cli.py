@@ -89,3 +89,27 @@ def evaluate(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report.as_json(), indent=2), encoding="utf-8")
     return EXIT_OK
+
+
+def calibrate(args: argparse.Namespace) -> int:
+    from core.errors import FacefleetError
+    from core.settings import get_settings
+    from training.evaluation_report import calibrate_checkpoint
+
+    settings = get_settings()
+    try:
+        calibrate_checkpoint(
+            args.model,
+            args.lfw,
+            settings.cache_dir,
+            args.out,
+            args.far,
+            log=lambda m: err.print(m, highlight=False),
+        )
+    except FacefleetError as exc:
+        _error(str(exc))
+        return EXIT_SETUP_ERROR
+    except ValueError as exc:
+        _error(str(exc))
+        return EXIT_INPUT_ERRORS
+    return EXIT_OK

@@ -109,3 +109,45 @@ def evaluate_model(
         view2=evaluate_pairs(embedder, cache, view2, "view2"),
         view2_saw_people=saw(view2),
     )
+
+
+def calibrate_checkpoint(
+    model: Path,
+    lfw: Path,
+    cache_dir: Path,
+    out: Path,
+    far: float = 1e-3,
+    half: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, float]:
+    """Recompute both threshold calibrations on DevTest and write them into a checkpoint."""
+    from core.embedding import load_checkpoint, save_checkpoint
+    from core.schemas import Thresholds
+    from training.evaluate import identification_thresholds
+
+    net, meta = load_checkpoint(model)
+    embedder = FaceEmbedder(net, meta, "cpu", batch_size=256)
+    dataset = LFWDataset(lfw)
+    pairs = dataset.pairs("devtest")
+    images = list(dict.fromkeys([p.left for p in pairs] + [p.right for p in pairs]))
+    cache = load_or_build(
+        cache_dir / f"lfw-aligned-{meta.input_size}.npz",
+        lfw,
+        images,
+        lambda: create_detector("retinaface", DetectorConfig()),
+        meta.input_size,
+    )
+    result = evaluate_pairs(embedder, cache, pairs, "devtest")
+    strict = identification_thresholds(embedder, cache, images, far)
+    thresholds = Thresholds(
+        cosine=result.cosine.best_threshold, euclidean=result.euclidean.best_threshold, **strict
+    )
+    saved = save_checkpoint(net, meta.model_copy(update={"thresholds": thresholds}), out, half=half)
+    for line in result.lines():
+        log(line)
+    log(
+        f"identification (FAR {far:g}): cosine >= {strict['identification_cosine']:.4f}, "
+        f"euclidean <= {strict['identification_euclidean']:.4f}; written to {out} "
+        f"({saved.model_id})"
+    )
+    return thresholds.model_dump()
