@@ -73,12 +73,13 @@ def make_video(
     audio: bool = True,
     rotation: int | None = None,
     draw: Callable[[int], np.ndarray] | None = None,
+    pix_fmt: str = "yuv420p",
 ) -> Path:
     """A small H.264 clip; frame k is `draw(k)` (default: grey level 8·k); optional tone."""
     width, height = size
     with av.open(str(path), "w", format="mp4") as out:
         video = out.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.width, video.height, video.pix_fmt = width, height, pix_fmt
         if rotation is not None:
             video.set_display_rotation(rotation)
         sound = out.add_stream("aac", rate=16000) if audio else None
