@@ -92,8 +92,7 @@ def test_annotated_clip_plays_in_chromium(tmp_path: Path, retinaface, astronaut_
         return frame
 
     # 4:4:4 allows an odd size; the deliverable must be 4:2:0, so it is padded to even.
-    clip = make_video(tmp_path / "in.mp4", frames=40, size=(321, 241), draw=draw,
-                      pix_fmt="yuv444p")
+    clip = make_video(tmp_path / "in.mp4", frames=40, size=(321, 241), draw=draw, pix_fmt="yuv444p")
     run_video(clip, FacePipeline(detector=retinaface), tmp_path / "out.mp4")
     state, width, height, mean = play_in_chromium(tmp_path / "out.mp4", tmp_path)
     assert state >= 2 and (width, height) == (322, 242) and mean > 20

@@ -1,0 +1,134 @@
+"""Whole real videos with the shipped model: named tracks, unknowns, stitching, output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.detectors import DetectorConfig, create_detector
+from core.embedding import FaceEmbedder
+from core.gallery import Gallery
+from core.pipeline import FacePipeline
+from core.schemas import VideoResult
+from core.settings import SHIPPED_MODEL
+from core.video import probe
+from core.video_pipeline import run_video
+
+pytestmark = pytest.mark.data
+
+
+@pytest.fixture(scope="module")
+def parts() -> tuple:
+    assert SHIPPED_MODEL.is_file(), f"the release model {SHIPPED_MODEL} is not shipped"
+    return create_detector("retinaface", DetectorConfig()), FaceEmbedder.from_checkpoint(
+        SHIPPED_MODEL
+    )
+
+
+def pipeline_with(parts: tuple, folders: list[Path], skip: str = "") -> FacePipeline:
+    detector, embedder = parts
+    gallery = Gallery.empty(embedder)
+    for folder in folders:
+        part, _ = Gallery.enroll_folder(folder, detector, embedder)
+        gallery.add_crops_from(part)
+    if skip:  # e.g. a gallery photo that is also in LFW, which the model may have seen
+        keep = [i for i, s in enumerate(gallery.samples) if skip not in s.source]
+        gallery = Gallery(
+            gallery.model_id,
+            gallery.embeddings[keep],
+            gallery.crops[keep],
+            [gallery.samples[i] for i in keep],
+        )
+    return FacePipeline(detector=detector, embedder=embedder, gallery=gallery)
+
+
+@pytest.fixture(scope="module")
+def hamilton(data_root: Path, parts: tuple, tmp_path_factory) -> tuple[VideoResult, Path]:
+    case = data_root / "videos" / "hamilton_whitehouse"
+    out = tmp_path_factory.mktemp("hamilton") / "out.mp4"
+    # A range boundary at frame 160 falls in the middle of Miranda's shot.
+    pipeline = pipeline_with(parts, [case / "gallery"])
+    result = run_video(case / "short_hamilton_clip.mp4", pipeline, out, chunk_frames=160)
+    return result, out
+
+
+KNOWN_LIMIT = (
+    "release model (LFW DevTest 0.889) confuses the Hamilton gallery: on frame 150 Miranda's "
+    "face scores 0.78 against Alex Lacamoire's img1.jpg and 0.71 against his own photo"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_LIMIT)
+def test_miranda_track_covers_his_frontal_segment(hamilton: tuple[VideoResult, Path]) -> None:
+    result, _ = hamilton
+    named = [t for t in result.tracks if t.identity == "Lin_Manuel_Miranda"]
+    print(
+        "\n"
+        + "\n".join(
+            f"{t.track_id} {t.identity} {t.similarity} {t.first_frame}-{t.last_frame}"
+            for t in result.tracks
+        )
+    )
+    covered = {i for t in named for i in range(t.first_frame, t.last_frame + 1)}
+    segment = set(range(112, 211))
+    assert len(covered & segment) >= 0.8 * len(segment)
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_LIMIT)
+def test_obama_named_in_the_audience_shot(hamilton: tuple[VideoResult, Path]) -> None:
+    result, _ = hamilton
+    named = [t for t in result.tracks if t.identity == "Barack_Obama" and t.first_frame >= 211]
+    assert named and all(
+        t.identity != "Lin_Manuel_Miranda" for t in result.tracks if t.first_frame >= 211
+    )
+
+
+def test_track_crossing_a_range_boundary_is_one_track(hamilton: tuple[VideoResult, Path]) -> None:
+    result, _ = hamilton
+    crossing = [t for t in result.tracks if t.first_frame < 160 <= t.last_frame]
+    assert crossing, "no track spans the boundary at frame 160"
+    assert any(t.first_frame <= 150 and t.last_frame >= 170 for t in crossing)
+
+
+def test_output_has_every_frame_and_the_audio(
+    hamilton: tuple[VideoResult, Path], data_root: Path
+) -> None:
+    result, out = hamilton
+    source = probe(data_root / "videos" / "hamilton_whitehouse" / "short_hamilton_clip.mp4")
+    info = probe(out)
+    assert info.frame_count == source.frame_count == result.frame_count == 275
+    assert info.codec == "h264" and info.has_audio
+
+
+def test_trump_named_and_the_women_stay_unknown(data_root: Path, parts: tuple, tmp_path) -> None:
+    case = data_root / "videos" / "trump_speech"
+    pipeline = pipeline_with(parts, [case / "gallery"], skip="Donald_Trump_0001")
+    result = run_video(case / "trump.mp4", pipeline, tmp_path / "out.mp4")
+    trump = [t for t in result.tracks if t.identity == "Donald_Trump"]
+    others = [t for t in result.tracks if t.identity not in (None, "Donald_Trump")]
+    assert trump and not others
+    named_frames = {
+        f.index for f in result.frames if any(face.identity == "Donald_Trump" for face in f.faces)
+    }
+    assert len(named_frames) >= 0.9 * result.frame_count
+    # Exactly one face per frame carries the name: the women behind him stay unknown.
+    assert all(sum(face.identity == "Donald_Trump" for face in f.faces) <= 1 for f in result.frames)
+    assert any(len(f.faces) >= 2 for f in result.frames)
+
+
+def test_nobody_named_in_the_crowd(data_root: Path, parts: tuple, tmp_path: Path) -> None:
+    videos = data_root / "videos"
+    pipeline = pipeline_with(
+        parts,
+        [
+            videos / c / "gallery"
+            for c in ("hamilton_whitehouse", "obama_curry_whitehouse", "trump_speech")
+        ],
+        skip="Donald_Trump_0001",
+    )
+    result = run_video(
+        videos / "crowd_no_known_identity" / "video.mp4", pipeline, tmp_path / "out.mp4"
+    )
+    assert len(result.tracks) >= 5
+    assert [t.identity for t in result.tracks if t.identity] == []
