@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from core.errors import InputError
+from core.errors import InputError, require_input_file
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
@@ -23,11 +23,7 @@ def read_image(path: Path) -> np.ndarray:
     Alpha is composited onto white, grayscale and palette images become 3 channels.
     Every failure is an InputError with a message naming the file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: empty file")
+    path = require_input_file(path)
     try:
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img)

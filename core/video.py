@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel
 
-from core.errors import InputError
+from core.errors import InputError, require_input_file
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg"})
 
@@ -50,11 +50,7 @@ class VideoFrame:
 
 
 def _open(path: Path) -> av.container.InputContainer:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: empty file")
+    path = require_input_file(path)
     try:
         container = av.open(str(path), mode="r")
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -15,17 +14,10 @@ from rich.progress import (
 )
 
 from facefleet.cli import EXIT_INPUT_ERRORS, EXIT_OK, EXIT_SETUP_ERROR
+from facefleet.console import err
+from facefleet.console import error as _error
+from facefleet.console import warn as _warn
 from facefleet.inputs import collect_inputs, display_path
-
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _error(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", markup=True)
-
-
-def _warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {message}", markup=True)
 
 
 def _write_json(path: Path, text: str) -> None:

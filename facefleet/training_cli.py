@@ -6,15 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from rich.console import Console
-
 from facefleet.cli import EXIT_INPUT_ERRORS, EXIT_OK, EXIT_SETUP_ERROR
-
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _error(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", markup=True)
+from facefleet.console import err
+from facefleet.console import error as _error
 
 
 def train(args: argparse.Namespace) -> int:
