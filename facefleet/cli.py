@@ -192,8 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument(
         "--far",
         type=float,
-        default=1e-3,
-        help="false-accept rate for identification (default 0.001)",
+        default=1e-2,
+        help="false-accept rate for identification (default 0.01)",
     )
     calibrate.set_defaults(func=_run_calibrate)
 

@@ -116,7 +116,7 @@ def calibrate_checkpoint(
     lfw: Path,
     cache_dir: Path,
     out: Path,
-    far: float = 1e-3,
+    far: float = 1e-2,
     half: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, float]:
