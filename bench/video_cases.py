@@ -108,21 +108,15 @@ def main() -> None:
     settings = get_settings()
     data = args.data or settings.test_data
     rows = []
+    pipeline, _ = build_pipeline(settings, None)  # models load once, galleries change per case
+    assert pipeline.embedder is not None, "needs an extractor model"
     for case in CASES:
-        pipeline, _ = build_pipeline(settings, None)
-        assert pipeline.embedder is not None, "needs an extractor model"
         gallery = Gallery.empty(pipeline.embedder)
         for g in case.galleries:
             folder = data / "videos" / g / "gallery"
-            # The LFW copy of Trump's photo may have been seen in training: leave it out.
             part, _ = Gallery.enroll_folder(folder, pipeline.detector, pipeline.embedder)
-            keep = [i for i, s in enumerate(part.samples) if "Donald_Trump_0001" not in s.source]
-            part = Gallery(
-                part.model_id,
-                part.embeddings[keep],
-                part.crops[keep],
-                [part.samples[i] for i in keep],
-            )
+            # The LFW copy of Trump's photo may have been seen in training: leave it out.
+            part.remove_samples(lambda s: "Donald_Trump_0001" in s.source)
             gallery.add_crops_from(part)
         pipeline.gallery = gallery
         with tempfile.TemporaryDirectory() as tmp:

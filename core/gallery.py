@@ -178,12 +178,15 @@ class Gallery:
 
     def remove_person(self, name: str) -> int:
         """Remove every sample (crop and embedding) of `name`; returns how many were removed."""
-        keep = np.array([s.person != name for s in self.samples], dtype=bool)
-        removed = int((~keep).sum())
+        return self.remove_samples(lambda s: s.person == name)
+
+    def remove_samples(self, unwanted: Callable[[GallerySample], bool]) -> int:
+        """Remove the samples (crops and embeddings) for which `unwanted` is true."""
+        keep = np.array([not unwanted(s) for s in self.samples], dtype=bool)
         self.embeddings = self.embeddings[keep]
         self.crops = self.crops[keep]
-        self.samples = [s for s in self.samples if s.person != name]
-        return removed
+        self.samples = [s for s, k in zip(self.samples, keep, strict=True) if k]
+        return int((~keep).sum())
 
     def reembed(self, embedder: FaceEmbedder) -> None:
         """Recompute every embedding from the stored crops with another extractor."""

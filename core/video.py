@@ -66,10 +66,9 @@ def _rotate(image: np.ndarray, rotation: int) -> np.ndarray:
     turns = {
         90: cv2.ROTATE_90_COUNTERCLOCKWISE,
         180: cv2.ROTATE_180,
-        270: cv2.ROTATE_90_CLOCKWISE,
-        -90: cv2.ROTATE_90_CLOCKWISE,
+        270: cv2.ROTATE_90_CLOCKWISE,  # also -90: Python's modulo is never negative
     }
-    code = turns.get(int(rotation) % 360 if rotation not in (-90,) else -90)
+    code = turns.get(int(rotation) % 360)
     return cv2.rotate(image, code) if code is not None else image
 
 

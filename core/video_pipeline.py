@@ -165,9 +165,12 @@ def _stitch(chunks: Sequence[ChunkResult], max_gap: int) -> dict[tuple[int, int]
             x = parent[x]
         return x
 
+    first_frame: dict[tuple[int, int], int] = {}
     for k, chunk in enumerate(chunks):
         for face in chunk.faces:
             find((k, face.track))
+            key = (k, face.track)
+            first_frame[key] = min(face.frame, first_frame.get(key, face.frame))
     for k in range(len(chunks) - 1):
         left, right = chunks[k], chunks[k + 1]
         if left.end != right.start:
@@ -184,7 +187,7 @@ def _stitch(chunks: Sequence[ChunkResult], max_gap: int) -> dict[tuple[int, int]
         for r, c in associate(ious, sims, 0.2):
             parent[find((k + 1, rt[c]))] = find((k, lt[r]))
     roots: dict[tuple[int, int], int] = {}
-    order = sorted(parent, key=lambda key: (key[0], _first_frame(chunks[key[0]], key[1])))
+    order = sorted(parent, key=lambda key: (key[0], first_frame[key]))
     mapping = {}
     for key in order:
         root = find(key)
@@ -192,10 +195,6 @@ def _stitch(chunks: Sequence[ChunkResult], max_gap: int) -> dict[tuple[int, int]
             roots[root] = len(roots)
         mapping[key] = roots[root]
     return mapping
-
-
-def _first_frame(chunk: ChunkResult, track: int) -> int:
-    return min(f.frame for f in chunk.faces if f.track == track)
 
 
 def _track_ends(

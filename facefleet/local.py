@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.progress import (
     BarColumn,
@@ -18,6 +19,9 @@ from facefleet.console import err
 from facefleet.console import error as _error
 from facefleet.console import warn as _warn
 from facefleet.inputs import collect_inputs, display_path
+
+if TYPE_CHECKING:
+    from core.pipeline import FacePipeline
 
 
 def _write_json(path: Path, text: str) -> None:
@@ -127,7 +131,7 @@ def process_inputs(args: argparse.Namespace) -> int:
 
 
 def _process_video(
-    path: Path, target: Path, pipeline: object, args: argparse.Namespace, progress: Progress
+    path: Path, target: Path, pipeline: FacePipeline, args: argparse.Namespace, progress: Progress
 ) -> None:
     """One video: OUT/<name>.mp4 (annotated, with the source audio) and OUT/<name>.json."""
     import time
@@ -150,7 +154,7 @@ def _process_video(
 
     result = run_video(
         path,
-        pipeline,  # type: ignore[arg-type]
+        pipeline,
         target.with_name(target.name + ".mp4"),
         every=args.every,
         chunk_frames=args.chunk_frames,

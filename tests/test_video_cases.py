@@ -33,13 +33,7 @@ def pipeline_with(parts: tuple, folders: list[Path], skip: str = "") -> FacePipe
         part, _ = Gallery.enroll_folder(folder, detector, embedder)
         gallery.add_crops_from(part)
     if skip:  # e.g. a gallery photo that is also in LFW, which the model may have seen
-        keep = [i for i, s in enumerate(gallery.samples) if skip not in s.source]
-        gallery = Gallery(
-            gallery.model_id,
-            gallery.embeddings[keep],
-            gallery.crops[keep],
-            [gallery.samples[i] for i in keep],
-        )
+        gallery.remove_samples(lambda s: skip in s.source)
     return FacePipeline(detector=detector, embedder=embedder, gallery=gallery)
 
 

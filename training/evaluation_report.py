@@ -8,10 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from core.detectors import DetectorConfig, create_detector
 from core.embedding import FaceEmbedder
 from training.evaluate import METRICS, PairEvaluation, evaluate_pairs
-from training.facecache import load_or_build
+from training.facecache import aligned_lfw_cache
 from training.lfw import LFWDataset, Pair, saw_lfw_people
 
 
@@ -74,29 +73,12 @@ def evaluate_model(
     log: Callable[[str], None] = print,
     progress: bool = True,
 ) -> ModelEvaluation:
-    from tqdm import tqdm
-
     dataset = LFWDataset(lfw)
     devtest, view2 = dataset.pairs("devtest"), dataset.pairs("view2")
     needed = [p for pairs in (devtest, view2) for pair in pairs for p in (pair.left, pair.right)]
-    bar: Any = None
-
-    def start(n: int) -> None:
-        nonlocal bar
-        log(f"detecting and aligning {n} LFW images once (cache in {cache_dir})")
-        bar = tqdm(total=n, desc="align", unit="img", disable=not progress, leave=False)
-
-    cache = load_or_build(
-        cache_dir / f"lfw-aligned-{embedder.meta.input_size}.npz",
-        lfw,
-        needed,
-        lambda: create_detector("retinaface", DetectorConfig(device=embedder.device)),
-        embedder.meta.input_size,
-        on_batch=lambda n: bar.update(n) if bar is not None else None,
-        on_start=start,
+    cache = aligned_lfw_cache(
+        lfw, needed, cache_dir, embedder.meta.input_size, embedder.device, log, progress
     )
-    if bar is not None:
-        bar.close()
     seen = trained_people(embedder, dataset)
 
     def saw(pairs: list[Pair]) -> bool | None:
@@ -130,13 +112,7 @@ def calibrate_checkpoint(
     dataset = LFWDataset(lfw)
     pairs = dataset.pairs("devtest")
     images = list(dict.fromkeys([p.left for p in pairs] + [p.right for p in pairs]))
-    cache = load_or_build(
-        cache_dir / f"lfw-aligned-{meta.input_size}.npz",
-        lfw,
-        images,
-        lambda: create_detector("retinaface", DetectorConfig()),
-        meta.input_size,
-    )
+    cache = aligned_lfw_cache(lfw, images, cache_dir, meta.input_size, log=log, progress=False)
     result = evaluate_pairs(embedder, cache, pairs, "devtest")
     strict = identification_thresholds(embedder, cache, images, far)
     thresholds = Thresholds(

@@ -145,3 +145,41 @@ def load_or_build(
         cache.save(cache_path)
     assert cache is not None
     return cache
+
+
+def aligned_lfw_cache(
+    lfw: Path,
+    relpaths: Sequence[str],
+    cache_dir: Path,
+    size: int = 112,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> FaceCache:
+    """The shared aligned-LFW cache (`<cache_dir>/lfw-aligned-<size>.npz`) holding `relpaths`,
+    aligning whatever it lacks with a progress bar."""
+    from tqdm import tqdm
+
+    from core.detectors import DetectorConfig, create_detector
+
+    cache_path = cache_dir / f"lfw-aligned-{size}.npz"
+    bar: tqdm | None = None
+
+    def start(n: int) -> None:
+        nonlocal bar
+        log(f"detecting and aligning {n} LFW images once (cache: {cache_path})")
+        bar = tqdm(total=n, desc="align", unit="img", disable=not progress, leave=False)
+
+    try:
+        return load_or_build(
+            cache_path,
+            Path(lfw),
+            relpaths,
+            lambda: create_detector("retinaface", DetectorConfig(device=device)),
+            size,
+            on_batch=lambda n: bar.update(n) if bar is not None else None,
+            on_start=start,
+        )
+    finally:
+        if bar is not None:
+            bar.close()

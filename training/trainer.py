@@ -28,7 +28,7 @@ from core.schemas import Thresholds
 from training.arcface import ArcFaceHead
 from training.augment import augment_batch
 from training.evaluate import PairEvaluation, evaluate_pairs, identification_thresholds
-from training.facecache import FaceCache, load_or_build
+from training.facecache import FaceCache, aligned_lfw_cache
 from training.lfw import LFWDataset
 
 STATE_VERSION = 1
@@ -136,25 +136,9 @@ class Trainer:
         self.eval_pairs = pairs
         needed = self.train_paths + [p.left for p in pairs] + [p.right for p in pairs]
         cache_dir = cfg.cache_dir or (self.out / "cache")
-        cache_path = cache_dir / f"lfw-aligned-{cfg.input_size}.npz"
-        bar: Any = None
-
-        def start(n: int) -> None:
-            nonlocal bar
-            self.log(f"detecting and aligning {n} LFW images once (cache: {cache_path})")
-            bar = _bar(n, "align", self.progress)
-
-        self.cache: FaceCache = load_or_build(
-            cache_path,
-            Path(cfg.lfw),
-            needed,
-            lambda: create_detector("retinaface", DetectorConfig(device=self.device)),
-            cfg.input_size,
-            on_batch=lambda n: bar.update(n) if bar is not None else None,
-            on_start=start,
+        self.cache: FaceCache = aligned_lfw_cache(
+            cfg.lfw, needed, cache_dir, cfg.input_size, self.device, self.log, self.progress
         )
-        if bar is not None:
-            bar.close()
         eval_paths = list(dict.fromkeys([p.left for p in pairs] + [p.right for p in pairs]))
         train_fallback = self.cache.fallback_count(self.train_paths)
         eval_fallback = self.cache.fallback_count(eval_paths)
@@ -275,6 +259,15 @@ class Trainer:
 
     def run(self, resume: bool = False) -> TrainReport:
         cfg = self.config
+        latest = self.out / "latest.pt"
+        # Refuse before any data preparation (aligning, teacher descriptors: minutes of work).
+        if resume and not latest.is_file():
+            raise FacefleetError(f"nothing to resume: {latest} does not exist")
+        if not resume and latest.is_file():
+            raise FacefleetError(
+                f"{self.out} already holds a run ({latest}); pass --resume to continue it "
+                "or choose another --out"
+            )
         self.out.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         self._prepare_data()
@@ -282,10 +275,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         first = 1
-        latest = self.out / "latest.pt"
         if resume:
-            if not latest.is_file():
-                raise FacefleetError(f"nothing to resume: {latest} does not exist")
             done = self._load_state(latest)
             first = done + 1
             self.log(f"resuming after epoch {done} of {cfg.epochs} from {latest}")
@@ -293,11 +283,6 @@ class Trainer:
             # from the saved history so every epoch appears exactly once.
             (self.out / "metrics.jsonl").write_text(
                 "".join(json.dumps(r) + "\n" for r in self.history), encoding="utf-8"
-            )
-        elif latest.is_file():
-            raise FacefleetError(
-                f"{self.out} already holds a run ({latest}); pass --resume to continue it "
-                "or choose another --out"
             )
         images_seen, train_seconds = 0, 0.0
         for epoch in range(first, cfg.epochs + 1):
