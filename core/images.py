@@ -48,15 +48,25 @@ def read_image(path: Path) -> np.ndarray:
     return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
-def write_image(path: Path, image: np.ndarray, quality: int = 92) -> None:
-    """Write a BGR image; the format follows the suffix. Works on non-UTF-8 paths."""
-    path = Path(path)
-    suffix = path.suffix.lower() or ".jpg"
+def encode_image(image: np.ndarray, suffix: str = ".jpg", quality: int = 92) -> bytes:
+    """A BGR image as the bytes of an image file; the format follows `suffix`."""
+    suffix = suffix.lower() or ".jpg"
     params = [cv2.IMWRITE_JPEG_QUALITY, quality] if suffix in (".jpg", ".jpeg") else []
     ok, buf = cv2.imencode(suffix, image, params)
     if not ok:
-        raise InputError(f"{path}: cannot encode image")
+        raise InputError(f"cannot encode image as {suffix}")
+    return buf.tobytes()
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 92) -> bytes:
+    return encode_image(image, ".jpg", quality)
+
+
+def write_image(path: Path, image: np.ndarray, quality: int = 92) -> None:
+    """Write a BGR image; the format follows the suffix. Works on non-UTF-8 paths."""
+    path = Path(path)
+    data = encode_image(image, path.suffix, quality)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    buf.tofile(str(tmp))
+    tmp.write_bytes(data)
     tmp.replace(path)

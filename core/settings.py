@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DetectorName = Literal["retinaface", "yolov8-face"]
@@ -62,6 +62,74 @@ class Settings(BaseSettings):
 
     # Data for the real-data tests and training.
     test_data: Path = REPO_ROOT.parent / "shared" / "data"
+    lfw_dir: Path | None = Field(
+        default=None, description="LFW for training tasks; default: <test_data>/lfw."
+    )
+
+    # ---- Batch system (tasks/, workers/, the SDK). No broker_url: jobs run in-process. ----
+    broker_url: str | None = Field(
+        default=None, description="Redis URL of the Celery broker, e.g. redis://127.0.0.1:6379/0."
+    )
+    result_backend: str | None = Field(
+        default=None, description="Celery result backend; default: the broker URL."
+    )
+    s3_endpoint: str | None = Field(
+        default=None, description="host:port of an S3 server (MinIO, SeaweedFS, AWS)."
+    )
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_bucket: str = "facefleet"
+    s3_secure: bool = Field(default=False, description="Use https to reach the S3 endpoint.")
+    s3_region: str | None = None
+    store_dir: Path = Field(
+        default=Path.home() / ".local" / "share" / "facefleet" / "store",
+        description="Object store folder of the in-process mode (no s3_endpoint).",
+    )
+    presign_expiry_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+    chunk_frames: int = Field(default=150, ge=1, description="Frames per video chunk task.")
+    image_chunk: int = Field(default=16, ge=1, description="Images per image chunk task.")
+    max_job_frames: int = Field(default=200_000, ge=1, description="Larger videos are refused.")
+    max_input_bytes: int = Field(default=8 * 1024**3, ge=1, description="Larger files refused.")
+    visibility_timeout_s: int = Field(
+        default=4 * 3600, ge=60, description="Redelivery of unacknowledged tasks after this."
+    )
+    result_expires_s: int = Field(default=24 * 3600, ge=60)
+    task_max_retries: int = Field(default=5, ge=0)
+    task_time_limit_s: int = Field(default=3600, ge=10, description="Hard limit per chunk task.")
+    train_time_limit_s: int = Field(default=3 * 3600, ge=60)
+    train_lock_ttl_s: int = Field(default=120, ge=10)
+    model_check_s: float = Field(
+        default=30.0, ge=0, description="How often workers look for a newly promoted model."
+    )
+    retrain_cron: str | None = Field(
+        default=None, description="Cron line (m h dom mon dow) for scheduled retraining; off."
+    )
+    retrain_interval_s: float | None = Field(
+        default=None, gt=0, description="Retrain every this many seconds (instead of cron)."
+    )
+    worker_warmup: bool = Field(
+        default=True, description="Load and run the models once when a worker process starts."
+    )
+    max_deliveries: int = Field(
+        default=3, ge=1, description="A task that kills its worker this often fails its job."
+    )
+    retrain_epochs: int = Field(default=10, ge=1)
+    retrain_max_people: int | None = Field(default=None, ge=2)
+    flower_user: str | None = None
+    flower_password: SecretStr | None = None
+    flower_port: int = 5555
+
+    @property
+    def distributed(self) -> bool:
+        return self.broker_url is not None
+
+    @property
+    def backend_url(self) -> str | None:
+        return self.result_backend or self.broker_url
+
+    @property
+    def lfw_path(self) -> Path:
+        return self.lfw_dir or self.test_data / "lfw"
 
     def resolved_model_path(self) -> Path | None:
         """The checkpoint to use: the explicit one, else the shipped one if present."""

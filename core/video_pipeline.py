@@ -72,16 +72,18 @@ def analyze(
     batch_size: int = 16,
     max_gap: int = 15,
     on_frames: Callable[[int], None] | None = None,
+    offset: int = 0,
 ) -> ChunkResult:
     """Detect, align, embed and track the faces of frames [start, end).
 
     With `every` = K only frames whose index is a multiple of K are analysed; faces on the
-    frames between are interpolated along their track.
+    frames between are interpolated along their track. `offset`: the index of the file's
+    first frame, when `video` is a chunk cut from a longer video.
     """
     tracker = FaceTracker(max_gap=max_gap * every)
     times: list[float] = []
     faces: list[ChunkFace] = []
-    reader = BackgroundReader(video, start, end)
+    reader = BackgroundReader(video, start, end, offset=offset)
     try:
         for batch in reader.batches(batch_size):
             times.extend(f.time_s for f in batch)
@@ -339,11 +341,13 @@ def _raw_matches(
     return out
 
 
-def render(video: Path, result: VideoResult, start: int, end: int, part: Path) -> Path:
+def render(
+    video: Path, result: VideoResult, start: int, end: int, part: Path, offset: int = 0
+) -> Path:
     """Draw the final names on frames [start, end) and encode them as one H.264 part."""
     faces = {f.index: f.faces for f in result.frames}
     with H264Writer(part, result.width, result.height, result.fps) as writer:
-        for frame in read_frames(video, start, end):
+        for frame in read_frames(video, start, end, offset):
             drawn = [
                 FaceResult(
                     box=f.box,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from facefleet import __version__
@@ -140,10 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--lfw",
         type=Path,
-        required=True,
-        help="LFW root (<Name>/<Name>_NNNN.jpg plus the protocol files)",
+        help="LFW root (<Name>/<Name>_NNNN.jpg plus the protocol files); required locally",
     )
-    train.add_argument("--out", type=Path, required=True, help="run folder")
+    train.add_argument("--out", type=Path, help="run folder; required locally")
+    train.add_argument(
+        "--remote",
+        action="store_true",
+        help="run on a gpu worker of the cluster (checkpoints in S3, promoted if better)",
+    )
+    train.add_argument("--run", help="with --remote: run name (resumes a run of that name)")
+    train.add_argument("--wait", action="store_true", help="with --remote: follow the run")
     train.add_argument("--epochs", type=int, default=40, help="epochs in all (default 40)")
     train.add_argument(
         "--eval-every", type=int, default=1, metavar="N", help="evaluate every N epochs (default 1)"
@@ -210,7 +216,34 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=_run_eval)
+
+    from facefleet.cluster_cli import add_commands
+
+    add_commands(sub, _guarded)
     return parser
+
+
+def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """User mistakes and unreachable services end as one error line, never a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        from core.errors import FacefleetError, InputError
+        from core.storage import StorageError
+        from facefleet.console import error
+
+        try:
+            return func(args)
+        except InputError as exc:
+            error(str(exc))
+            return EXIT_INPUT_ERRORS
+        except (StorageError, FacefleetError) as exc:
+            error(str(exc))
+            return EXIT_SETUP_ERROR
+        except (ConnectionError, OSError) as exc:
+            error(f"{type(exc).__name__}: {exc}")
+            return EXIT_SETUP_ERROR
+
+    return run
 
 
 def _run_process(args: argparse.Namespace) -> int:
@@ -226,6 +259,10 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    if args.remote:
+        from facefleet.cluster_cli import train_remote
+
+        return _guarded(train_remote)(args)
     from facefleet.training_cli import train
 
     return train(args)

@@ -17,6 +17,9 @@ def train(args: argparse.Namespace) -> int:
     from training.trainer import TrainConfig, Trainer
 
     settings = get_settings()
+    if args.lfw is None or args.out is None:
+        _error("local training needs --lfw and --out (or use --remote)")
+        return EXIT_SETUP_ERROR
     try:
         config = TrainConfig(
             lfw=args.lfw,

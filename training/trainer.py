@@ -99,12 +99,14 @@ class Trainer:
         on_epoch: Callback | None = None,
         on_eval: Callback | None = None,
         progress: bool = True,
+        on_checkpoint: Callable[[int], None] | None = None,
     ) -> None:
         self.config = config
         self.log = log
         self.on_epoch = on_epoch
         self.on_eval = on_eval
         self.progress = progress
+        self.on_checkpoint = on_checkpoint
         self.device = resolve_device(config.device)
         self.out = Path(config.out)
 
@@ -296,6 +298,8 @@ class Trainer:
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
                 self._evaluate(epoch)
             self._save_state("latest.pt", epoch)
+            if self.on_checkpoint:
+                self.on_checkpoint(epoch)
         if first > cfg.epochs:
             self.log(f"run already complete ({cfg.epochs} epochs)")
         extractor = self.out / "extractor.pt"

@@ -1,0 +1,87 @@
+"""Galleries kept in the object store: `galleries/<name>/v/<version>/` holds one immutable
+saved gallery (gallery.json, embeddings.npy, crops.npy) and `galleries/<name>/current.json`
+points at the live version, so a reader never sees a half-written gallery and every change
+has a new version that workers can notice.
+
+Reading the pointer needs no torch (the SDK lists galleries); loading the arrays does.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from core.errors import GalleryError
+from core.jobs import GalleryPointer, gallery_pointer_key, gallery_version_prefix
+from core.storage import ObjectNotFound, ObjectStore
+
+if TYPE_CHECKING:
+    from core.embedding import FaceEmbedder
+    from core.gallery import Gallery
+
+FILES = ("gallery.json", "embeddings.npy", "crops.npy")
+
+
+def gallery_pointer(store: ObjectStore, name: str) -> GalleryPointer | None:
+    return store.get_model_or_none(gallery_pointer_key(name), GalleryPointer)
+
+
+def list_galleries(store: ObjectStore) -> dict[str, GalleryPointer]:
+    out = {}
+    for key in store.list("galleries/"):
+        parts = key.split("/")
+        if len(parts) == 3 and parts[2] == "current.json":
+            pointer = gallery_pointer(store, parts[1])
+            if pointer is not None:
+                out[parts[1]] = pointer
+    return out
+
+
+def load_gallery(
+    store: ObjectStore,
+    name: str,
+    embedder: FaceEmbedder | None,
+    pointer: GalleryPointer | None = None,
+) -> Gallery | None:
+    """The live version of gallery `name`, re-embedded for `embedder` if it was made by
+    another extractor; None when no such gallery exists."""
+    from core.gallery import Gallery
+
+    pointer = pointer or gallery_pointer(store, name)
+    if pointer is None:
+        return None
+    prefix = gallery_version_prefix(name, pointer.version)
+    with tempfile.TemporaryDirectory(prefix="facefleet-gallery-") as tmp:
+        try:
+            for file in FILES:
+                store.get_file(prefix + file, Path(tmp) / file)
+        except ObjectNotFound:
+            raise GalleryError(
+                f"gallery {name!r} version {pointer.version} is incomplete"
+            ) from None
+        return Gallery.load(Path(tmp), embedder)
+
+
+def save_gallery(store: ObjectStore, name: str, gallery: Gallery) -> GalleryPointer:
+    """Write a new version, switch the pointer to it, then drop the old version."""
+    old = gallery_pointer(store, name)
+    version = uuid.uuid4().hex[:12]
+    prefix = gallery_version_prefix(name, version)
+    with tempfile.TemporaryDirectory(prefix="facefleet-gallery-") as tmp:
+        gallery.save(Path(tmp))
+        for file in FILES:
+            store.put_file(prefix + file, Path(tmp) / file)
+    pointer = GalleryPointer(
+        version=version, people=gallery.people, faces=len(gallery), model_id=gallery.model_id
+    )
+    store.put_model(gallery_pointer_key(name), pointer)
+    if old is not None and old.version != version:
+        store.delete_prefix(gallery_version_prefix(name, old.version))
+    return pointer
+
+
+def delete_gallery(store: ObjectStore, name: str) -> int:
+    gallery_pointer_key(name)  # validates the name
+    return store.delete_prefix(f"galleries/{name}/")

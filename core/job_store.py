@@ -1,0 +1,113 @@
+"""A job's records in the object store: its spec, plan and status, its progress counted from
+the objects the steps have written, cancellation, and clean-up.
+
+The status lives in the object store, not in Celery's result backend: it survives broker
+restarts and result expiry, and the SDK reads it with nothing but S3 access.
+"""
+
+from __future__ import annotations
+
+from core.jobs import (
+    FINISHED,
+    JobKeys,
+    JobPlan,
+    JobProgress,
+    JobSpec,
+    JobState,
+    JobStatus,
+    now,
+)
+from core.storage import ObjectNotFound, ObjectStore
+
+
+class JobStore:
+    def __init__(self, store: ObjectStore, job_id: str) -> None:
+        self.store = store
+        self.keys = JobKeys(job_id)
+        self.job_id = job_id
+
+    # ---- records ------------------------------------------------------------------------
+
+    def spec(self) -> JobSpec:
+        try:
+            return self.store.get_model(self.keys.spec, JobSpec)
+        except ObjectNotFound:
+            raise ObjectNotFound(f"no job {self.job_id} in {self.store.location}") from None
+
+    def plan(self) -> JobPlan:
+        return self.store.get_model(self.keys.plan, JobPlan)
+
+    def status(self) -> JobStatus:
+        status = self.store.get_model_or_none(self.keys.status, JobStatus)
+        if status is None:
+            raise ObjectNotFound(f"no job {self.job_id} in {self.store.location}")
+        return status
+
+    def set_status(self, state: JobState, **fields: object) -> JobStatus:
+        """Update the status; a finished job stays finished (a late task cannot revive it)."""
+        current = self.status()
+        if current.finished and state != current.state:
+            return current
+        updated = current.model_copy(update={"state": state, "updated": now(), **fields})
+        self.store.put_model(self.keys.status, updated)
+        return updated
+
+    def finished(self) -> bool:
+        try:
+            return self.status().state in FINISHED
+        except ObjectNotFound:
+            return True  # deleted jobs do no more work
+
+    def cancelled(self) -> bool:
+        return self.store.exists(self.keys.cancelled)
+
+    def stopped(self) -> bool:
+        """Should a step skip its work? True once the job ended; a cancelled job is also
+        cleaned again, since a step that was running at cancel time may have written."""
+        if self.cancelled():
+            self.cleanup(outputs=True)
+            return True
+        return self.finished()
+
+    # ---- progress -----------------------------------------------------------------------
+
+    def progress(self) -> JobProgress:
+        """Steps done of all steps: analysing and rendering each chunk, then finishing."""
+        status = self.status()
+        if status.state == "done":
+            return JobProgress(stage="done", done=1, total=1)
+        if not status.chunks:
+            return JobProgress(stage=status.stage, done=0, total=0)
+        keys = self.store.list(self.keys.chunks())
+        analysed = sum(1 for k in keys if k.endswith("/result.json"))
+        if status.kind == "images":
+            return JobProgress(stage=status.stage, done=analysed, total=status.chunks)
+        rendered = sum(1 for k in self.store.list(self.keys.parts()) if k.endswith("/part.mp4"))
+        return JobProgress(stage=status.stage, done=analysed + rendered, total=2 * status.chunks)
+
+    # ---- ending -------------------------------------------------------------------------
+
+    def fail(self, message: str) -> JobStatus:
+        """Mark failed with a message and drop every intermediate and partial output."""
+        status = self.set_status("failed", stage="failed", message=message)
+        self.cleanup(outputs=True)
+        return status
+
+    def cancel(self) -> JobStatus:
+        """A finished job stays as it is; otherwise its steps stop and nothing is output."""
+        if self.status().finished:
+            return self.status()
+        self.store.put_bytes(self.keys.cancelled, b"cancelled")
+        status = self.set_status("cancelled", stage="cancelled", message="cancelled by the user")
+        self.cleanup(outputs=True)
+        return status
+
+    def cleanup(self, outputs: bool = False) -> None:
+        self.store.delete_prefix(self.keys.chunks())
+        self.store.delete_prefix(self.keys.parts())
+        if outputs:
+            self.store.delete_prefix(self.keys.outputs())
+            self.store.delete(self.keys.result)
+
+    def delete(self) -> int:
+        return self.store.delete_prefix(self.keys.root + "/")

@@ -1,0 +1,274 @@
+"""Jobs of the batch system as data: what was asked (`JobSpec`), how it was cut (`JobPlan`),
+where it stands (`JobStatus`), and the object keys every step reads and writes.
+
+Kept free of torch and Celery: the client SDK imports this module.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from core.errors import InputError
+
+JobKind = Literal["video", "images"]
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,99}$")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def check_job_id(job_id: str) -> str:
+    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+        raise InputError(f"invalid job id {job_id!r} (expected 32 hex digits)")
+    return job_id
+
+
+def check_store_name(name: str, what: str = "name") -> str:
+    """Gallery and run names become key prefixes: letters, digits, `._-` only."""
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise InputError(
+            f"invalid {what} {name!r}: use letters, digits, '.', '_' or '-' (no path separators)"
+        )
+    return name
+
+
+class JobOptions(BaseModel):
+    every: int = Field(default=1, ge=1, description="Detect on every K-th frame")
+    chunk_frames: int | None = Field(default=None, ge=1, description="Frames per chunk task")
+    metric: Literal["cosine", "euclidean"] | None = None
+    threshold: float | None = None
+
+
+class JobInput(BaseModel):
+    key: str = Field(description="Object key of the uploaded input")
+    name: str = Field(description="Output stem: OUT/<name>.mp4|.jpg and .json")
+    source: str = Field(description="What the user submitted (file name), for messages")
+    size: int
+
+
+class JobSpec(BaseModel):
+    job_id: str
+    kind: JobKind
+    inputs: list[JobInput]
+    gallery: str | None = None
+    options: JobOptions = JobOptions()
+    created: datetime = Field(default_factory=now)
+
+
+class ChunkPlan(BaseModel):
+    index: int
+    start: int
+    end: int  # exclusive
+    inputs: list[int] = Field(default_factory=list, description="Image jobs: input numbers")
+
+
+class JobPlan(BaseModel):
+    job_id: str
+    model_id: str | None = Field(description="Extractor pinned for every chunk of the job")
+    chunks: list[ChunkPlan]
+    video: dict | None = Field(default=None, description="core.video.VideoInfo of the input")
+
+
+class ChunkMeta(BaseModel):
+    """Stored beside a video chunk: which frames of the source it holds and their times."""
+
+    start: int
+    end: int
+    times: list[float]
+
+
+class ImageOutcome(BaseModel):
+    input: int
+    name: str
+    faces: int = 0
+    identities: list[str] = Field(default_factory=list)
+    error: str | None = None
+
+
+class ImageChunkResult(BaseModel):
+    outcomes: list[ImageOutcome]
+
+
+class JobProgress(BaseModel):
+    stage: str
+    done: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 0.0
+
+
+class JobStatus(BaseModel):
+    job_id: str
+    kind: JobKind
+    state: JobState
+    stage: str = "queued"
+    message: str | None = None
+    chunks: int = 0
+    outputs: list[str] = Field(default_factory=list, description="Output object keys")
+    errors: list[str] = Field(default_factory=list, description="Inputs that failed (image jobs)")
+    summary: dict[str, list[str]] = Field(
+        default_factory=dict, description="Per output name: the identities found"
+    )
+    created: datetime = Field(default_factory=now)
+    updated: datetime = Field(default_factory=now)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+
+class JobKeys:
+    """`jobs/<job_id>/{input,chunks/<k>,parts/<k>,output}/...` and the job's own records."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = check_job_id(job_id)
+        self.root = f"jobs/{job_id}"
+
+    @property
+    def spec(self) -> str:
+        return f"{self.root}/job.json"
+
+    @property
+    def status(self) -> str:
+        return f"{self.root}/status.json"
+
+    @property
+    def plan(self) -> str:
+        return f"{self.root}/plan.json"
+
+    @property
+    def cancelled(self) -> str:
+        return f"{self.root}/cancelled"
+
+    @property
+    def result(self) -> str:
+        return f"{self.root}/merged.json"
+
+    def input(self, name: str) -> str:
+        return f"{self.root}/input/{name}"
+
+    def chunks(self) -> str:
+        return f"{self.root}/chunks/"
+
+    def chunk_video(self, k: int) -> str:
+        return f"{self.root}/chunks/{k:05d}/frames.mkv"
+
+    def chunk_meta(self, k: int) -> str:
+        return f"{self.root}/chunks/{k:05d}/chunk.json"
+
+    def chunk_result(self, k: int) -> str:
+        return f"{self.root}/chunks/{k:05d}/result.json"
+
+    def parts(self) -> str:
+        return f"{self.root}/parts/"
+
+    def part(self, k: int, name: str = "part.mp4") -> str:
+        return f"{self.root}/parts/{k:05d}/{name}"
+
+    def outputs(self) -> str:
+        return f"{self.root}/output/"
+
+    def output(self, name: str) -> str:
+        return f"{self.root}/output/{name}"
+
+
+class GalleryPointer(BaseModel):
+    version: str
+    people: list[str]
+    faces: int
+    model_id: str
+    updated: datetime = Field(default_factory=now)
+
+
+def gallery_pointer_key(gallery: str) -> str:
+    return f"galleries/{check_store_name(gallery, 'gallery name')}/current.json"
+
+
+def gallery_version_prefix(gallery: str, version: str) -> str:
+    return f"galleries/{check_store_name(gallery, 'gallery name')}/v/{version}/"
+
+
+class EnrollReport(BaseModel):
+    gallery: str
+    person: str
+    added: int
+    issues: list[str]
+    people: list[str]
+    faces: int
+
+
+class RemoveReport(BaseModel):
+    gallery: str
+    person: str
+    removed: int
+    people: list[str]
+    faces: int
+
+
+class ModelPointer(BaseModel):
+    """`models/latest`: the promoted extractor and the DevTest accuracy it was promoted on."""
+
+    model_id: str
+    key: str
+    devtest_accuracy: float | None = None
+    run: str | None = None
+    promoted: datetime = Field(default_factory=now)
+
+
+MODEL_POINTER_KEY = "models/latest.json"
+
+
+def model_key(model_id: str) -> str:
+    return f"models/{check_store_name(model_id, 'model id')}/extractor.pt"
+
+
+class TrainRequest(BaseModel):
+    """What a remote training run is asked to do (a subset of training.TrainConfig)."""
+
+    run: str
+    epochs: int = Field(default=10, ge=1)
+    eval_every: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=64, ge=2)
+    lr: float = Field(default=2e-3, gt=0)
+    margin: float = Field(default=0.5, ge=0)
+    max_people: int | None = Field(default=None, ge=2)
+    distill: Literal["none", "dlib"] = "none"
+    promote: bool = True
+
+
+class TrainProgress(BaseModel):
+    """Reported through the Celery task state while `train` runs, and kept in S3."""
+
+    run: str
+    state: Literal["waiting", "preparing", "training", "done", "failed", "skipped"]
+    epoch: int = 0
+    epochs: int = 0
+    loss: float | None = None
+    images_per_s: float | None = None
+    evaluations: list[dict] = Field(
+        default_factory=list,
+        description="Per evaluation: epoch, and per metric the best threshold, its F1, accuracy",
+    )
+    checkpoint: str | None = Field(default=None, description="Latest checkpoint key in S3")
+    promoted: bool | None = None
+    message: str | None = None
+
+
+def training_prefix(run: str) -> str:
+    return f"training/{check_store_name(run, 'training run name')}/"

@@ -1,0 +1,424 @@
+"""The facefleet client SDK: submit image and video jobs, follow them, fetch results,
+manage galleries, start training.
+
+    from facefleet.client import Client
+
+    client = Client()                                   # settings from FACEFLEET_* env
+    client.gallery.enroll("Barack_Obama", ["obama1.jpg", "obama2.jpg"])
+    job = client.submit_video("speech.mp4", gallery="default")
+    status = job.wait(timeout=3600, progress_bar=True)
+    job.download("results/")                            # speech.mp4 + speech.json
+
+With FACEFLEET_BROKER_URL set, jobs go to Celery workers over Redis and files through S3
+(FACEFLEET_S3_*). Without it the same tasks run in this process, on a local folder store.
+Importing this module never imports torch.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from core.errors import FacefleetError, GalleryError, InputError
+from core.gallery_store import gallery_pointer, list_galleries
+from core.job_store import JobStore
+from core.jobs import (
+    EnrollReport,
+    JobInput,
+    JobKind,
+    JobOptions,
+    JobProgress,
+    JobSpec,
+    JobStatus,
+    RemoveReport,
+    TrainProgress,
+    TrainRequest,
+    check_job_id,
+    check_store_name,
+    new_job_id,
+    training_prefix,
+)
+from core.settings import Settings, get_settings
+from core.storage import ObjectStore, open_store
+
+DEFAULT_GALLERY = "default"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._\-]+")
+
+
+class JobFailed(FacefleetError):
+    """The job ended failed or cancelled; the message says why."""
+
+
+class JobTimeout(FacefleetError, TimeoutError):
+    """`wait` ran out of time; the job itself goes on."""
+
+
+def safe_name(path: Path) -> str:
+    """An output stem from a user's file name: any character outside [A-Za-z0-9._-]
+    (path separators, spaces, undecodable bytes) becomes `_`."""
+    stem = _UNSAFE.sub("_", path.stem).strip("._") or "input"
+    return stem[:80]
+
+
+class Client:
+    """Entry point of the SDK. `Client(settings)`; `Client()` reads FACEFLEET_* env."""
+
+    def __init__(self, settings: Settings | None = None, store: ObjectStore | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.store = store or open_store(self.settings)
+        self._app: Any = None
+        self.gallery = GalleryClient(self)
+
+    @property
+    def distributed(self) -> bool:
+        return self.settings.distributed
+
+    # ---- sending tasks ------------------------------------------------------------------
+
+    def _celery(self) -> Any:
+        if self._app is None:
+            from tasks.app import make_app
+
+            self._app = make_app(self.settings)
+        return self._app
+
+    def _run(self, name: str, args: list[Any], task_id: str | None = None) -> Any:
+        """Send a task to the workers, or run it here and now in the in-process mode.
+        Returns a Celery AsyncResult (remote) or EagerResult (local)."""
+        if self.distributed:
+            return self._celery().send_task(name, args=args, task_id=task_id)
+        from tasks import runtime
+        from tasks.app import TASK_MODULES, app
+
+        runtime.configure(self.settings, self.store)
+        for module in TASK_MODULES:
+            __import__(module)
+        app.conf.task_always_eager = True
+        return app.tasks[name].apply(args=args, task_id=task_id)
+
+    # ---- jobs ---------------------------------------------------------------------------
+
+    def submit_video(
+        self,
+        path: str | Path,
+        gallery: str | None = DEFAULT_GALLERY,
+        every: int = 1,
+        chunk_frames: int | None = None,
+        metric: str | None = None,
+        threshold: float | None = None,
+    ) -> Job:
+        """Upload one video and start its job: returns at once (remote) or when it is
+        done (in-process mode)."""
+        from core.video import check_video_header
+
+        path = Path(path)
+        self._check_file(path)
+        declared = check_video_header(path)
+        if declared > self.settings.max_job_frames:
+            raise InputError(
+                f"{path}: declares {declared} frames, more than this deployment accepts "
+                f"(FACEFLEET_MAX_JOB_FRAMES={self.settings.max_job_frames})"
+            )
+        options = JobOptions(
+            every=every, chunk_frames=chunk_frames, metric=metric, threshold=threshold
+        )  # type: ignore[arg-type]
+        return self._submit("video", [path], gallery, options)
+
+    def submit_images(
+        self,
+        paths: Iterable[str | Path],
+        gallery: str | None = DEFAULT_GALLERY,
+        metric: str | None = None,
+        threshold: float | None = None,
+    ) -> Job:
+        """Upload images and start one job for all of them."""
+        from core.images import is_image_path
+
+        files = [Path(p) for p in paths]
+        if not files:
+            raise InputError("no images given")
+        for path in files:
+            self._check_file(path)
+            if not is_image_path(path):
+                raise InputError(f"{path}: not an image file name (.jpg, .png, ...)")
+        options = JobOptions(metric=metric, threshold=threshold)  # type: ignore[arg-type]
+        return self._submit("images", files, gallery, options)
+
+    def _check_file(self, path: Path) -> None:
+        if not path.exists():
+            raise InputError(f"{path}: no such file")
+        if not path.is_file():
+            raise InputError(f"{path}: not a file")
+        size = path.stat().st_size
+        if size == 0:
+            raise InputError(f"{path}: empty file")
+        if size > self.settings.max_input_bytes:
+            raise InputError(
+                f"{path}: {size} bytes is more than this deployment accepts "
+                f"(FACEFLEET_MAX_INPUT_BYTES={self.settings.max_input_bytes})"
+            )
+
+    def _submit(
+        self, kind: JobKind, files: Sequence[Path], gallery: str | None, options: JobOptions
+    ) -> Job:
+        if gallery is not None:
+            check_store_name(gallery, "gallery name")
+            if gallery_pointer(self.store, gallery) is None:
+                if gallery != DEFAULT_GALLERY:
+                    raise GalleryError(
+                        f"no gallery named {gallery!r}; enroll people with "
+                        f"`facefleet gallery enroll --gallery {gallery} NAME IMAGE...`"
+                    )
+                gallery = None  # nobody enrolled yet: faces are found, not named
+        job_id = new_job_id()
+        jobs = JobStore(self.store, job_id)
+        inputs, used = [], set()
+        for path in files:
+            name = safe_name(path)
+            while name in used:
+                name = f"{name}_{len(used)}"
+            used.add(name)
+            key = jobs.keys.input(name + path.suffix.lower())
+            self.store.put_file(key, path)
+            inputs.append(JobInput(key=key, name=name, source=path.name, size=path.stat().st_size))
+        spec = JobSpec(job_id=job_id, kind=kind, inputs=inputs, gallery=gallery, options=options)
+        self.store.put_model(jobs.keys.spec, spec)
+        self.store.put_model(jobs.keys.status, JobStatus(job_id=job_id, kind=kind, state="queued"))
+        plan = "facefleet.plan_video" if kind == "video" else "facefleet.plan_images"
+        try:
+            self._run(plan, [job_id], task_id=f"plan-{job_id}")
+        except Exception as exc:
+            jobs.fail(f"could not queue the job: {type(exc).__name__}: {exc}")
+            raise FacefleetError(f"could not queue the job ({exc})") from None
+        return Job(self, job_id)
+
+    def job(self, job_id: str) -> Job:
+        job = Job(self, check_job_id(job_id))
+        job.status()  # raises if there is no such job
+        return job
+
+    # ---- training -----------------------------------------------------------------------
+
+    def train(
+        self,
+        run: str | None = None,
+        epochs: int = 10,
+        eval_every: int = 1,
+        max_people: int | None = None,
+        promote: bool = True,
+        **options: Any,
+    ) -> TrainingJob:
+        """Start a training run on a worker (in-process mode: here, until it ends)."""
+        run = run or "run-" + uuid.uuid4().hex[:8]
+        request = TrainRequest(
+            run=run,
+            epochs=epochs,
+            eval_every=eval_every,
+            max_people=max_people,
+            promote=promote,
+            **options,
+        )
+        training_prefix(run)  # validates the name
+        result = self._run("facefleet.train", [request.model_dump()], task_id=f"train-{run}")
+        return TrainingJob(self, run, result)
+
+
+class Job:
+    """A submitted job. Its state lives in the object store, so any process can follow it."""
+
+    def __init__(self, client: Client, job_id: str) -> None:
+        self.client = client
+        self.id = job_id
+        self._records = JobStore(client.store, job_id)
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r})"
+
+    def status(self) -> JobStatus:
+        return self._records.status()
+
+    def progress(self) -> JobProgress:
+        return self._records.progress()
+
+    def wait(
+        self, timeout: float | None = None, progress_bar: bool = False, poll_s: float = 1.0
+    ) -> JobStatus:
+        """Block until the job ends; returns its final status (check `.state`). Raises
+        JobTimeout after `timeout` seconds (the job keeps running)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        bar = _ProgressBar(self.id) if progress_bar else None
+        try:
+            while True:
+                status = self.status()
+                if bar is not None:
+                    bar.show(self.progress() if not status.finished else None, status)
+                if status.finished:
+                    return status
+                if deadline is not None and time.monotonic() > deadline:
+                    raise JobTimeout(f"job {self.id} not finished after {timeout} s")
+                time.sleep(poll_s)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def outputs(self) -> list[str]:
+        status = self.status()
+        if status.state != "done":
+            raise JobFailed(
+                f"job {self.id} is {status.state}"
+                + (f": {status.message}" if status.message else "")
+            )
+        return status.outputs
+
+    def download(self, folder: str | Path) -> list[Path]:
+        """Copy the outputs of a done job into `folder`; returns the files."""
+        folder = Path(folder)
+        paths = []
+        for key in self.outputs():
+            paths.append(self.client.store.get_file(key, folder / key.rsplit("/", 1)[-1]))
+        return paths
+
+    def urls(self, expires_s: int | None = None) -> dict[str, str]:
+        """Download links for the outputs (presigned and expiring with S3)."""
+        expiry = expires_s or self.client.settings.presign_expiry_s
+        return {
+            key.rsplit("/", 1)[-1]: self.client.store.url(key, expiry) for key in self.outputs()
+        }
+
+    def cancel(self) -> JobStatus:
+        """Stop the job: pending chunks do nothing, no output is written."""
+        return self._records.cancel()
+
+
+class TrainingJob:
+    """A training run; `progress()` has the epochs and every evaluation so far."""
+
+    def __init__(self, client: Client, run: str, result: Any = None) -> None:
+        self.client = client
+        self.run = run
+        self._result = result
+
+    def progress(self) -> TrainProgress | None:
+        stored = self.client.store.get_model_or_none(
+            training_prefix(self.run) + "progress.json", TrainProgress
+        )
+        return stored
+
+    def wait(self, timeout: float | None = None, poll_s: float = 2.0) -> TrainProgress:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            progress = self.progress()
+            if progress is not None and progress.state in ("done", "failed"):
+                return progress
+            if deadline is not None and time.monotonic() > deadline:
+                raise JobTimeout(f"training run {self.run} not finished after {timeout} s")
+            time.sleep(poll_s)
+
+
+class GalleryClient:
+    """`client.gallery`: enroll, list and remove people of a named gallery."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def enroll(
+        self,
+        person: str,
+        images: Iterable[str | Path],
+        gallery: str = DEFAULT_GALLERY,
+        timeout: float = 600,
+    ) -> EnrollReport:
+        """Add `person` from photos (the largest face of each); waits for the worker."""
+        from core.images import is_image_path
+
+        check_store_name(gallery, "gallery name")
+        _check_person(person)
+        files = [Path(p) for p in images]
+        if not files:
+            raise InputError("no images given")
+        for path in files:
+            self.client._check_file(path)
+            if not is_image_path(path):
+                raise InputError(f"{path}: not an image file name (.jpg, .png, ...)")
+        upload = f"uploads/{uuid.uuid4().hex}"
+        keys = []
+        for i, path in enumerate(files):
+            key = f"{upload}/{i:04d}{path.suffix.lower()}"
+            self.client.store.put_file(key, path)
+            keys.append(key)
+        try:
+            result = self.client._run(
+                "facefleet.gallery_enroll", [gallery, person, keys, [p.name for p in files]]
+            )
+            return EnrollReport.model_validate(_result(result, timeout))
+        finally:
+            self.client.store.delete_prefix(upload + "/")
+
+    def remove(
+        self, person: str, gallery: str = DEFAULT_GALLERY, timeout: float = 120
+    ) -> RemoveReport:
+        """Remove every crop and embedding of `person`; workers drop it on their next task."""
+        check_store_name(gallery, "gallery name")
+        _check_person(person)
+        if gallery_pointer(self.client.store, gallery) is None:
+            raise GalleryError(f"no gallery named {gallery!r}")
+        result = self.client._run("facefleet.gallery_remove", [gallery, person])
+        return RemoveReport.model_validate(_result(result, timeout))
+
+    def list(self, gallery: str = DEFAULT_GALLERY) -> list[str]:
+        pointer = gallery_pointer(self.client.store, check_store_name(gallery, "gallery name"))
+        return list(pointer.people) if pointer else []
+
+    def galleries(self) -> dict[str, int]:
+        """Gallery name → number of enrolled faces."""
+        return {name: p.faces for name, p in list_galleries(self.client.store).items()}
+
+
+def _check_person(person: str) -> None:
+    if not person or "/" in person or "\\" in person or person in (".", "..") or "\x00" in person:
+        raise InputError(f"invalid person name {person!r} (no path separators)")
+
+
+def _result(result: Any, timeout: float) -> Any:
+    """The return value of a task, with its error as a FacefleetError."""
+    try:
+        value = result.get(timeout=timeout, propagate=True)
+    except FacefleetError:
+        raise
+    except Exception as exc:
+        # Celery rebuilds remote exceptions by class name; keep their message only.
+        raise FacefleetError(str(exc) or type(exc).__name__) from None
+    return value
+
+
+class _ProgressBar:
+    def __init__(self, job_id: str) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(f"job {job_id[:8]}", total=None)
+
+    def show(self, progress: JobProgress | None, status: JobStatus) -> None:
+        if progress is None:
+            return
+        self._progress.update(
+            self._task,
+            total=progress.total or None,
+            completed=progress.done,
+            description=f"{status.stage:>9}",
+        )
+
+    def close(self) -> None:
+        self._progress.stop()

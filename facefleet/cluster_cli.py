@@ -1,0 +1,276 @@
+"""CLI over the SDK: `submit`, `status`, `cancel`, `gallery`, `train --remote`, and the
+service entry points `worker`, `beat`, `flower`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from facefleet.console import err
+from facefleet.console import error as _error
+
+EXIT_OK, EXIT_INPUT_ERRORS, EXIT_SETUP_ERROR = 0, 1, 2
+
+SUBMIT_EPILOG = """\
+Each video becomes one job; all images of one call become one job. Without
+FACEFLEET_BROKER_URL the jobs run here, in this process, on a local store
+(FACEFLEET_STORE_DIR); with it they go to the workers and files through S3.
+
+exit status: 0 submitted (or, with --wait, all done); 1 an input was refused or a job
+failed; 2 the services or settings are unusable.
+
+examples:
+  facefleet gallery enroll Barack_Obama obama/*.jpg
+  facefleet submit speech.mp4 photos/*.jpg --wait --out results/
+  facefleet status 3f2a...; facefleet cancel 3f2a...
+"""
+
+
+def add_commands(sub: Any, guarded: Callable[[Callable[[argparse.Namespace], int]], Any]) -> None:
+    submit = sub.add_parser(
+        "submit",
+        help="submit images and videos as batch jobs (to the workers, or in-process)",
+        description="Upload inputs and start jobs: detection, tracking and naming run on the "
+        "workers; results land in the object store.",
+        epilog=SUBMIT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    submit.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
+    submit.add_argument(
+        "--gallery", default="default", help="enrolled gallery to match against (default: default)"
+    )
+    submit.add_argument("--every", type=int, default=1, metavar="K", help="videos: detect every K")
+    submit.add_argument("--chunk-frames", type=int, metavar="N", help="frames per chunk task")
+    submit.add_argument("--metric", choices=["cosine", "euclidean"])
+    submit.add_argument("--threshold", type=float, metavar="T")
+    submit.add_argument("--wait", action="store_true", help="wait for the jobs, with progress")
+    submit.add_argument("--timeout", type=float, metavar="S", help="with --wait: give up after S")
+    submit.add_argument("--out", type=Path, help="with --wait: download the outputs here")
+    submit.set_defaults(func=guarded(_submit))
+
+    status = sub.add_parser("status", help="show a job's state and progress")
+    status.add_argument("job", help="job id (printed by submit)")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.add_argument("--urls", action="store_true", help="print download links when done")
+    status.set_defaults(func=guarded(_status))
+
+    cancel = sub.add_parser("cancel", help="cancel a job: pending chunks stop, no output")
+    cancel.add_argument("job")
+    cancel.set_defaults(func=guarded(_cancel))
+
+    gallery = sub.add_parser("gallery", help="enroll, list and remove people of a gallery")
+    gsub = gallery.add_subparsers(dest="gallery_command", metavar="ACTION", required=True)
+    enroll = gsub.add_parser("enroll", help="enroll a person from photos (largest face each)")
+    enroll.add_argument("person", help="name shown on matches, e.g. Barack_Obama")
+    enroll.add_argument("images", nargs="+", type=Path)
+    enroll.add_argument("--gallery", default="default")
+    enroll.set_defaults(func=guarded(_enroll))
+    listing = gsub.add_parser("list", help="list the people of a gallery (or all galleries)")
+    listing.add_argument("--gallery", help="one gallery; default: every gallery")
+    listing.set_defaults(func=guarded(_list))
+    remove = gsub.add_parser("remove", help="remove a person's crops and embeddings everywhere")
+    remove.add_argument("person")
+    remove.add_argument("--gallery", default="default")
+    remove.set_defaults(func=guarded(_remove))
+
+    worker = sub.add_parser(
+        "worker",
+        help="run a Celery worker (models loaded once per process)",
+        description="Needs FACEFLEET_BROKER_URL and the FACEFLEET_S3_* settings. The gpu "
+        "queue runs detection, embedding, rendering and training; cpu runs planning, "
+        "merging and finishing. A GPU is used when present (FACEFLEET_DEVICE).",
+    )
+    worker.add_argument("--queues", default="gpu,cpu", help="comma-separated (default gpu,cpu)")
+    worker.add_argument("--concurrency", type=int, default=1, help="worker processes")
+    worker.add_argument("--hostname", help="Celery node name (default QUEUES@host)")
+    worker.add_argument("--loglevel", default="INFO")
+    worker.set_defaults(func=guarded(_worker))
+
+    beat = sub.add_parser(
+        "beat", help="run celery beat: scheduled retraining (FACEFLEET_RETRAIN_CRON)"
+    )
+    beat.add_argument("--schedule-file", type=Path, help="where beat keeps its state")
+    beat.set_defaults(func=guarded(_beat))
+
+    flower = sub.add_parser(
+        "flower",
+        help="run Flower, the monitoring UI, with basic auth",
+        description="Credentials come from FACEFLEET_FLOWER_USER / FACEFLEET_FLOWER_PASSWORD.",
+    )
+    flower.add_argument("--port", type=int)
+    flower.add_argument("--address", default="127.0.0.1")
+    flower.set_defaults(func=guarded(_flower))
+
+
+def _client() -> Any:
+    from facefleet.client import Client
+
+    return Client()
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from core.errors import FacefleetError
+    from core.images import is_image_path
+    from core.video import is_video_path
+    from facefleet.inputs import display_path
+
+    client = _client()
+    videos = [p for p in args.inputs if is_video_path(p)]
+    images = [p for p in args.inputs if is_image_path(p)]
+    refused = 0
+    for path in args.inputs:
+        if path not in videos and path not in images:
+            _error(f"{display_path(path)}: neither an image nor a video file name")
+            refused += 1
+    jobs = []
+    for video in videos:
+        try:
+            jobs.append(
+                client.submit_video(
+                    video, args.gallery, args.every, args.chunk_frames, args.metric, args.threshold
+                )
+            )
+        except FacefleetError as exc:
+            _error(str(exc))
+            refused += 1
+    if images:
+        try:
+            jobs.append(client.submit_images(images, args.gallery, args.metric, args.threshold))
+        except FacefleetError as exc:
+            _error(str(exc))
+            refused += len(images)
+    for job in jobs:
+        print(job.id)
+    failed = 0
+    if args.wait or args.out:
+        for job in jobs:
+            status = job.wait(timeout=args.timeout, progress_bar=True)
+            _print_status(status)
+            if status.state != "done":
+                failed += 1
+            elif args.out:
+                for path in job.download(args.out):
+                    err.print(f"  {display_path(path)}", highlight=False)
+    return EXIT_INPUT_ERRORS if refused or failed else EXIT_OK
+
+
+def _print_status(status: Any) -> None:
+    line = f"job {status.job_id}: {status.state}"
+    if status.message:
+        line += f" ({status.message})"
+    err.print(line, highlight=False)
+    for name, people in status.summary.items():
+        err.print(f"  {name}: {', '.join(people) if people else 'nobody named'}", highlight=False)
+    for problem in status.errors:
+        _error(problem)
+
+
+def _status(args: argparse.Namespace) -> int:
+    job = _client().job(args.job)
+    status = job.status()
+    if args.json:
+        print(status.model_dump_json(indent=2))
+    else:
+        progress = job.progress()
+        _print_status(status)
+        if not status.finished:
+            err.print(
+                f"  {progress.stage}: {progress.done}/{progress.total} steps", highlight=False
+            )
+    if args.urls and status.state == "done":
+        for name, url in job.urls().items():
+            print(f"{name}\t{url}")
+    return EXIT_OK if status.state in ("done", "queued", "running") else EXIT_INPUT_ERRORS
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    status = _client().job(args.job).cancel()
+    _print_status(status)
+    return EXIT_OK if status.state == "cancelled" else EXIT_INPUT_ERRORS
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    report = _client().gallery.enroll(args.person, args.images, gallery=args.gallery)
+    for issue in report.issues:
+        err.print(f"[yellow]skipped:[/] {issue}", markup=True, highlight=False)
+    err.print(
+        f"{report.person}: {report.added} face(s) enrolled; gallery {report.gallery} has "
+        f"{len(report.people)} people, {report.faces} faces",
+        highlight=False,
+    )
+    return EXIT_OK if report.added else EXIT_INPUT_ERRORS
+
+
+def _list(args: argparse.Namespace) -> int:
+    client = _client()
+    names = [args.gallery] if args.gallery else sorted(client.gallery.galleries())
+    listing = {name: client.gallery.list(name) for name in names}
+    print(json.dumps(listing, indent=2))
+    return EXIT_OK
+
+
+def _remove(args: argparse.Namespace) -> int:
+    report = _client().gallery.remove(args.person, gallery=args.gallery)
+    if not report.removed:
+        _error(f"{args.person} is not in gallery {args.gallery}")
+        return EXIT_INPUT_ERRORS
+    err.print(
+        f"{args.person}: {report.removed} face(s) removed from {report.gallery}", highlight=False
+    )
+    return EXIT_OK
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from core.settings import get_settings
+    from workers.main import run_worker
+
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    return run_worker(get_settings(), queues, args.concurrency, args.hostname, args.loglevel)
+
+
+def _beat(args: argparse.Namespace) -> int:
+    from core.settings import get_settings
+    from workers.main import run_beat
+
+    return run_beat(get_settings(), args.schedule_file)
+
+
+def _flower(args: argparse.Namespace) -> int:
+    from core.settings import get_settings
+    from workers.main import run_flower
+
+    return run_flower(get_settings(), args.port, args.address)
+
+
+def train_remote(args: argparse.Namespace) -> int:
+    """`facefleet train --remote`: the run goes to a gpu worker; --wait follows it."""
+    client = _client()
+    run = client.train(
+        run=args.run,
+        epochs=args.epochs,
+        eval_every=args.eval_every,
+        max_people=args.max_people,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        margin=args.margin,
+        distill=args.distill,
+    )
+    print(run.run)
+    if not args.wait:
+        err.print(f"training run {run.run} queued", highlight=False)
+        return EXIT_OK
+    progress = run.wait()
+    for record in progress.evaluations:
+        err.print(
+            f"epoch {record['epoch']}: "
+            + "; ".join(
+                f"{m} threshold {record[m]['threshold']} F1 {record[m]['f1']}"
+                for m in ("cosine", "euclidean")
+            ),
+            highlight=False,
+        )
+    err.print(f"{progress.state}: {progress.message or ''}", highlight=False)
+    return EXIT_OK if progress.state == "done" else EXIT_INPUT_ERRORS

@@ -1,0 +1,86 @@
+"""The base of every job task: transient storage errors are retried with backoff, any
+other failure marks the job failed with a readable message, and a task that keeps killing
+its worker (a poison input) fails its job instead of being redelivered forever."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Ignore
+
+from core.errors import FacefleetError
+from core.job_store import JobStore
+from core.jobs import check_job_id
+from core.storage import StorageUnavailable
+from tasks.runtime import get_runtime
+
+log = logging.getLogger("facefleet.tasks")
+
+TRANSIENT: tuple[type[BaseException], ...] = (StorageUnavailable, ConnectionError, TimeoutError)
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, FacefleetError):
+        return str(exc)
+    return f"internal error: {type(exc).__name__}: {exc}"
+
+
+class JobTask(Task):
+    """Tasks whose first argument is a job id."""
+
+    abstract = True
+    autoretry_for = TRANSIENT
+    retry_backoff = 2
+    retry_backoff_max = 60
+    retry_jitter = True
+
+    @property
+    def max_retries(self) -> int:  # type: ignore[override]
+        return get_runtime().settings.task_max_retries
+
+    def jobs(self, job_id: str) -> JobStore:
+        return JobStore(get_runtime().store, check_job_id(job_id))
+
+    def before_start(self, task_id: str, args: tuple, kwargs: dict) -> None:
+        if self.request.is_eager or not args:
+            return
+        deliveries = _count_delivery(task_id)
+        limit = get_runtime().settings.max_deliveries
+        if deliveries > limit:
+            job = self.jobs(args[0])
+            job.fail(
+                f"{self.name} {list(args[1:])} was started {deliveries - 1} times and its "
+                "worker died each time (a poison input?); the job is stopped"
+            )
+            log.error("job %s: %s delivered %d times, job failed", args[0], self.name, deliveries)
+            raise Ignore()
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any
+    ) -> None:
+        if not args:
+            return
+        try:
+            job = self.jobs(args[0])
+            job.fail(f"{self.name.removeprefix('facefleet.')}: {describe(exc)}")
+        except Exception:  # the store may be the thing that is down
+            log.exception("job %s: could not record the failure", args[0])
+
+
+def _count_delivery(task_id: str) -> int:
+    """How many times this task id has started, counted in Redis across workers."""
+    import redis
+
+    settings = get_runtime().settings
+    if not settings.broker_url:
+        return 1
+    try:
+        client = redis.Redis.from_url(settings.broker_url, socket_timeout=5)
+        key = f"facefleet:deliveries:{task_id}"
+        count = int(client.incr(key))
+        client.expire(key, max(3 * settings.visibility_timeout_s, 3600))
+        return count
+    except redis.RedisError:
+        return 1  # counting is a safeguard; never fail a task because of it

@@ -1,0 +1,121 @@
+"""An image batch job on the same machinery: plan_images → group(recognize_images) →
+finalize_images. Each chunk writes its annotated images and JSON under parts/<k>/; only
+`finalize_images` copies them to output/ and marks the job done, so a failed or
+cancelled job never leaves outputs that look complete."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from celery import chord
+
+from core.errors import FacefleetError
+from core.jobs import ChunkPlan, ImageChunkResult, ImageOutcome, JobPlan
+from tasks.app import app
+from tasks.common import JobTask
+from tasks.runtime import get_runtime
+
+
+@app.task(base=JobTask, bind=True, name="facefleet.plan_images")
+def plan_images(self: JobTask, job_id: str) -> None:
+    rt = get_runtime()
+    job = self.jobs(job_id)
+    if job.stopped():
+        return
+    spec = job.spec()
+    size = rt.settings.image_chunk
+    numbers = list(range(len(spec.inputs)))
+    chunks = [
+        ChunkPlan(index=k, start=s, end=min(s + size, len(numbers)), inputs=numbers[s : s + size])
+        for k, s in enumerate(range(0, len(numbers), size))
+    ]
+    plan = JobPlan(job_id=job_id, model_id=rt.registry.current_model_id(), chunks=chunks)
+    rt.store.put_model(job.keys.plan, plan)
+    job.set_status("running", stage="recognize", chunks=len(chunks))
+    if job.stopped():
+        return
+    chord(
+        [recognize_images.si(job_id, c.index) for c in chunks], finalize_images.si(job_id)
+    ).apply_async()
+
+
+@app.task(base=JobTask, bind=True, name="facefleet.recognize_images")
+def recognize_images(self: JobTask, job_id: str, k: int) -> None:
+    from core.drawing import draw_faces
+    from core.images import encode_jpeg
+
+    rt = get_runtime()
+    job = self.jobs(job_id)
+    keys = job.keys
+    if job.stopped() or rt.store.exists(keys.chunk_result(k)):
+        return
+    plan, spec = job.plan(), job.spec()
+    pipeline = rt.registry.pipeline(plan.model_id, spec.gallery, spec.options)
+    outcomes = []
+    with tempfile.TemporaryDirectory(prefix="facefleet-images-") as tmp:
+        for number in plan.chunks[k].inputs:
+            item = spec.inputs[number]
+            local = rt.store.get_file(item.key, Path(tmp) / f"{number}{Path(item.key).suffix}")
+            try:
+                result, image = pipeline.process_image(local, source=item.source)
+            except FacefleetError as exc:
+                reason = str(exc).split(": ", 1)[-1]
+                outcomes.append(
+                    ImageOutcome(input=number, name=item.name, error=f"{item.source}: {reason}")
+                )
+                continue
+            finally:
+                local.unlink(missing_ok=True)
+            rt.store.put_bytes(
+                keys.part(k, f"{item.name}.jpg"),
+                encode_jpeg(draw_faces(image, result.faces)),
+                "image/jpeg",
+            )
+            rt.store.put_bytes(
+                keys.part(k, f"{item.name}.json"),
+                result.model_dump_json(indent=2).encode(),
+                "application/json",
+            )
+            outcomes.append(
+                ImageOutcome(
+                    input=number,
+                    name=item.name,
+                    faces=len(result.faces),
+                    identities=sorted({f.identity for f in result.faces if f.identity}),
+                )
+            )
+    rt.store.put_model(keys.chunk_result(k), ImageChunkResult(outcomes=outcomes))
+
+
+@app.task(base=JobTask, bind=True, name="facefleet.finalize_images")
+def finalize_images(self: JobTask, job_id: str) -> None:
+    rt = get_runtime()
+    job = self.jobs(job_id)
+    keys = job.keys
+    if job.stopped():
+        return
+    plan = job.plan()
+    outputs, errors, summary = [], [], {}
+    for chunk in plan.chunks:
+        for outcome in rt.store.get_model(
+            keys.chunk_result(chunk.index), ImageChunkResult
+        ).outcomes:
+            if outcome.error:
+                errors.append(outcome.error)
+                continue
+            for ext in ("jpg", "json"):
+                target = keys.output(f"{outcome.name}.{ext}")
+                rt.store.copy(keys.part(chunk.index, f"{outcome.name}.{ext}"), target)
+                outputs.append(target)
+            summary[outcome.name] = outcome.identities
+    done = len(summary)
+    final = job.set_status(
+        "done" if done or not errors else "failed",
+        stage="done" if done or not errors else "failed",
+        outputs=outputs,
+        errors=errors,
+        summary=summary,
+        message=f"{done} image(s) processed" + (f", {len(errors)} failed" if errors else ""),
+    )
+    job.cleanup(outputs=final.state != "done")

@@ -1,0 +1,48 @@
+"""What the tasks of one process share: settings, the object store and the model registry.
+
+Workers use the environment's settings; the in-process mode of the SDK configures its own.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from core.settings import Settings, get_settings
+from core.storage import ObjectStore, open_store
+
+if TYPE_CHECKING:
+    from core.registry import ModelRegistry
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: ObjectStore
+    _registry: ModelRegistry | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def registry(self) -> ModelRegistry:
+        with self._lock:
+            if self._registry is None:
+                from core.registry import ModelRegistry
+
+                self._registry = ModelRegistry(self.settings, self.store)
+            return self._registry
+
+
+_runtime: Runtime | None = None
+
+
+def configure(settings: Settings, store: ObjectStore | None = None) -> Runtime:
+    global _runtime
+    if _runtime is not None and _runtime.settings == settings and store is None:
+        return _runtime
+    _runtime = Runtime(settings, store or open_store(settings))
+    return _runtime
+
+
+def get_runtime() -> Runtime:
+    return _runtime if _runtime is not None else configure(get_settings())

@@ -1,0 +1,225 @@
+"""A video job as a Celery canvas over core.video_pipeline:
+
+plan_video → group(analyze_chunk) → merge_video → group(render_chunk) → finalize_video
+
+Chunks are stored as separate objects: each range of frames re-encoded losslessly
+(H.264 RGB, qp 0) with its frame numbers and times beside it. Decoding a chunk gives
+exactly the pixels an in-process run decodes, so cluster and in-process results agree;
+and a worker never depends on the source's keyframe layout, a container that lies about
+its frame count, or rotation metadata (already applied). The price is size (about 45× a
+typical H.264 source at 360p); chunks are deleted when the job ends.
+
+Every task writes deterministic keys and returns early when its output exists or the job
+has ended, so a redelivered or duplicated task is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from itertools import islice
+from pathlib import Path
+
+from celery import chord
+
+from core.errors import InputError
+from core.jobs import ChunkMeta, ChunkPlan, JobPlan
+from core.storage import ObjectNotFound
+from tasks.app import app
+from tasks.common import JobTask
+from tasks.runtime import get_runtime
+
+log = logging.getLogger("facefleet.tasks.video")
+
+
+@app.task(base=JobTask, bind=True, name="facefleet.plan_video")
+def plan_video(self: JobTask, job_id: str) -> None:
+    """Probe the input, cut it into lossless chunks, then start the analysis chord."""
+    from core.video import probe, read_frames, write_lossless
+    from core.video_pipeline import frame_ranges
+
+    rt = get_runtime()
+    job = self.jobs(job_id)
+    if job.stopped():
+        return
+    spec = job.spec()
+    (source,) = spec.inputs
+    keys = job.keys
+    with tempfile.TemporaryDirectory(prefix="facefleet-plan-") as tmp:
+        local = Path(tmp) / ("input" + Path(source.key).suffix)
+        rt.store.get_file(source.key, local)
+        try:
+            info = probe(local)
+        except InputError as exc:
+            job.fail(f"{source.source}: {str(exc).split(': ', 1)[-1]}")
+            return
+        if info.frame_count > rt.settings.max_job_frames:
+            job.fail(
+                f"{source.source}: {info.frame_count} frames is more than this deployment "
+                f"accepts (FACEFLEET_MAX_JOB_FRAMES={rt.settings.max_job_frames})"
+            )
+            return
+        ranges = frame_ranges(
+            info.frame_count, spec.options.chunk_frames or rt.settings.chunk_frames
+        )
+        frames = read_frames(local)
+        chunks = []
+        for k, (start, end) in enumerate(ranges):
+            part = list(islice(frames, end - start))
+            if not part:
+                break
+            meta = ChunkMeta(start=start, end=start + len(part), times=[f.time_s for f in part])
+            chunks.append(ChunkPlan(index=k, start=meta.start, end=meta.end))
+            if rt.store.exists(keys.chunk_meta(k)):
+                continue  # cut before a redelivery: identical content
+            path = Path(tmp) / f"chunk-{k:05d}.mkv"
+            write_lossless(path, (f.image for f in part), info.fps)
+            rt.store.put_file(keys.chunk_video(k), path, "video/x-matroska")
+            rt.store.put_model(keys.chunk_meta(k), meta)
+            path.unlink()
+    video = info.model_copy(update={"source": source.source, "frame_count": chunks[-1].end})
+    plan = JobPlan(
+        job_id=job_id,
+        model_id=rt.registry.current_model_id(),
+        chunks=chunks,
+        video=video.model_dump(),
+    )
+    rt.store.put_model(keys.plan, plan)
+    job.set_status("running", stage="analyze", chunks=len(chunks))
+    log.info("job %s: %d frames in %d chunks", job_id, video.frame_count, len(chunks))
+    if job.stopped():
+        return
+    chord([analyze_chunk.si(job_id, c.index) for c in chunks], merge_video.si(job_id)).apply_async()
+
+
+@app.task(base=JobTask, bind=True, name="facefleet.analyze_chunk")
+def analyze_chunk(self: JobTask, job_id: str, k: int) -> None:
+    """Detect, align, embed and track one chunk; writes chunks/<k>/result.json."""
+    from core.video_pipeline import analyze
+
+    rt = get_runtime()
+    job = self.jobs(job_id)
+    keys = job.keys
+    if job.stopped() or rt.store.exists(keys.chunk_result(k)):
+        return
+    plan, spec = job.plan(), job.spec()
+    chunk = plan.chunks[k]
+    meta = rt.store.get_model(keys.chunk_meta(k), ChunkMeta)
+    pipeline = rt.registry.pipeline(plan.model_id, None, spec.options)
+    with tempfile.TemporaryDirectory(prefix="facefleet-chunk-") as tmp:
+        local = rt.store.get_file(keys.chunk_video(k), Path(tmp) / "frames.mkv")
+        started = time.perf_counter()
+        result = analyze(
+            local, chunk.start, chunk.end, pipeline, every=spec.options.every, offset=chunk.start
+        )
+    seconds = time.perf_counter() - started
+    result = result.model_copy(update={"times": meta.times})
+    rt.store.put_model(keys.chunk_result(k), result)
+    log.info(
+        "job %s chunk %d: %d frames, %d faces, %.1f frames/s",
+        job_id,
+        k,
+        chunk.end - chunk.start,
+        len(result.faces),
+        (chunk.end - chunk.start) / max(seconds, 1e-6),
+    )
+
+
+@app.task(base=JobTask, bind=True, name="facefleet.merge_video")
+def merge_video(self: JobTask, job_id: str) -> None:
+    """Stitch the chunks' tracks, name each track, then start the render chord."""
+    from core.video import VideoInfo
+    from core.video_pipeline import ChunkResult, merge
+
+    rt = get_runtime()
+    job = self.jobs(job_id)
+    keys = job.keys
+    if job.stopped():
+        return
+    plan, spec = job.plan(), job.spec()
+    if not rt.store.exists(keys.result):
+        try:
+            chunks = [
+                rt.store.get_model(keys.chunk_result(c.index), ChunkResult) for c in plan.chunks
+            ]
+        except ObjectNotFound as exc:
+            raise InputError(f"a chunk result is missing ({exc})") from None
+        pipeline = rt.registry.pipeline(plan.model_id, spec.gallery, spec.options)
+        result = merge(
+            chunks,
+            VideoInfo.model_validate(plan.video),
+            pipeline.model_info(),
+            pipeline.gallery,
+            pipeline.metric,
+            pipeline.effective_threshold,
+        )
+        rt.store.put_model(keys.result, result)
+    job.set_status("running", stage="render")
+    chord(
+        [render_chunk.si(job_id, c.index) for c in plan.chunks], finalize_video.si(job_id)
+    ).apply_async()
+
+
+@app.task(base=JobTask, bind=True, name="facefleet.render_chunk")
+def render_chunk(self: JobTask, job_id: str, k: int) -> None:
+    """Draw the final names on one chunk and encode it as an H.264 part."""
+    from core.schemas import VideoResult
+    from core.video_pipeline import render
+
+    rt = get_runtime()
+    job = self.jobs(job_id)
+    keys = job.keys
+    if job.stopped() or rt.store.exists(keys.part(k)):
+        return
+    chunk = job.plan().chunks[k]
+    result = rt.store.get_model(keys.result, VideoResult)
+    with tempfile.TemporaryDirectory(prefix="facefleet-render-") as tmp:
+        local = rt.store.get_file(keys.chunk_video(k), Path(tmp) / "frames.mkv")
+        part = render(
+            local, result, chunk.start, chunk.end, Path(tmp) / "part.mp4", offset=chunk.start
+        )
+        rt.store.put_file(keys.part(k), part, "video/mp4")
+
+
+@app.task(base=JobTask, bind=True, name="facefleet.finalize_video")
+def finalize_video(self: JobTask, job_id: str) -> None:
+    """Join the parts with the source audio into output/<name>.mp4 + .json; mark done."""
+    from core.schemas import VideoResult
+    from core.video_pipeline import finalize
+
+    rt = get_runtime()
+    job = self.jobs(job_id)
+    keys = job.keys
+    if job.stopped():
+        return
+    plan, spec = job.plan(), job.spec()
+    (source,) = spec.inputs
+    result = rt.store.get_model(keys.result, VideoResult)
+    with tempfile.TemporaryDirectory(prefix="facefleet-final-") as tmp:
+        parts = []
+        for chunk in plan.chunks:
+            try:
+                parts.append(
+                    rt.store.get_file(keys.part(chunk.index), Path(tmp) / f"{chunk.index:05d}.mp4")
+                )
+            except ObjectNotFound:
+                raise InputError(f"rendered part {chunk.index} is missing") from None
+        audio = None
+        if (plan.video or {}).get("has_audio"):
+            audio = rt.store.get_file(source.key, Path(tmp) / ("input" + Path(source.key).suffix))
+        out = finalize(parts, Path(tmp) / "out.mp4", audio)
+        video_key, json_key = keys.output(f"{source.name}.mp4"), keys.output(f"{source.name}.json")
+        rt.store.put_file(video_key, out, "video/mp4")
+        rt.store.put_bytes(json_key, result.model_dump_json(indent=1).encode(), "application/json")
+    named = sorted({t.identity for t in result.tracks if t.identity})
+    # Outputs first, status last: a job marked done has all of its output.
+    final = job.set_status(
+        "done",
+        stage="done",
+        outputs=[video_key, json_key],
+        summary={source.name: named},
+        message=f"{result.frame_count} frames, {len(result.tracks)} tracks",
+    )
+    # Cancelled while the outputs were written: they must not stay behind.
+    job.cleanup(outputs=final.state != "done")
