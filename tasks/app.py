@@ -77,7 +77,6 @@ def make_app(settings: Settings | None = None) -> Celery:
         task_time_limit=settings.task_time_limit_s,
         task_annotations={"facefleet.train": {"time_limit": settings.train_time_limit_s}},
         broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=False,
         # A redelivered task that already succeeded is acknowledged without running again.
         worker_deduplicate_successful_tasks=True,
         timezone="UTC",

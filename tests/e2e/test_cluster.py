@@ -1,0 +1,184 @@
+"""The batch system end to end: real Redis, a real S3 server (SeaweedFS), real worker
+processes. Nothing here is mocked."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from core.gallery_store import gallery_pointer, load_gallery
+from core.jobs import TrainProgress
+from facefleet.client import Client
+from tests.e2e.conftest import Cluster, http_status
+
+pytestmark = pytest.mark.data
+
+
+@pytest.fixture(scope="module")
+def trump_case(data_root: Path) -> Path:
+    return data_root / "videos" / "trump_speech"
+
+
+@pytest.fixture(scope="module")
+def client(cluster: Cluster) -> Client:
+    return Client(cluster.settings())
+
+
+def test_video_job_matches_the_in_process_run(
+    cluster: Cluster, client: Client, trump_case: Path, tmp_path: Path
+) -> None:
+    from core.pipeline import build_pipeline
+    from core.settings import get_settings
+    from core.video import probe
+    from core.video_pipeline import run_video
+
+    for person in sorted((trump_case / "gallery").iterdir()):
+        report = client.gallery.enroll(person.name, sorted(person.iterdir()), gallery="speech")
+        assert report.added > 0
+    job = client.submit_video(trump_case / "trump.mp4", gallery="speech", chunk_frames=50)
+    seen = []
+    deadline = time.monotonic() + 600
+    while not job.status().finished and time.monotonic() < deadline:
+        progress = job.progress()
+        seen.append((progress.done, progress.total))
+        time.sleep(0.3)
+    status = job.status()
+    assert status.state == "done", status.message
+    assert status.summary == {"trump": ["Donald_Trump"]}
+    # Progress was observed moving through the 5 analyse + 5 render steps.
+    steps = [done for done, total in seen if total == 10]
+    assert steps == sorted(steps) and len(set(steps)) >= 3, seen
+
+    video, result_json = job.download(tmp_path / "out")
+    cluster_result = json.loads(result_json.read_text())
+    info = probe(video)
+    assert info.frame_count == 243 and info.codec == "h264"
+    assert info.has_audio == probe(trump_case / "trump.mp4").has_audio
+
+    # The same video through the in-process driver, same chunking, same gallery photos.
+    pipeline, _ = build_pipeline(get_settings(), trump_case / "gallery")
+    local = run_video(trump_case / "trump.mp4", pipeline, tmp_path / "local.mp4", chunk_frames=50)
+    local_result = json.loads(local.model_dump_json())
+    assert cluster_result["tracks"] == local_result["tracks"]
+    assert cluster_result["frames"] == local_result["frames"]
+    # Chunks and parts are deleted; the outputs stay.
+    assert not client.store.list(f"jobs/{job.id}/chunks/")
+    assert not client.store.list(f"jobs/{job.id}/parts/")
+    assert sorted(client.store.list(f"jobs/{job.id}/output/")) == sorted(status.outputs)
+    # Both workers took chunks.
+    assert "chunk" in cluster.log("w1") and "chunk" in cluster.log("w2")
+    urls = job.urls(expires_s=60)
+    assert "X-Amz-Expires=60" in urls["trump.mp4"]
+
+
+def test_gallery_enroll_remove_round_trip(client: Client, trump_case: Path) -> None:
+    photos = sorted((trump_case / "gallery" / "Donald_Trump").iterdir())
+    client.gallery.enroll("Someone_Else", photos[:1], gallery="roundtrip")
+    report = client.gallery.enroll("Donald_Trump", photos, gallery="roundtrip")
+    assert sorted(report.people) == ["Donald_Trump", "Someone_Else"]
+    assert sorted(client.gallery.list("roundtrip")) == ["Donald_Trump", "Someone_Else"]
+    before = gallery_pointer(client.store, "roundtrip")
+
+    removed = client.gallery.remove("Donald_Trump", gallery="roundtrip")
+    assert removed.removed == len(photos)
+    assert client.gallery.list("roundtrip") == ["Someone_Else"]
+    after = gallery_pointer(client.store, "roundtrip")
+    assert after is not None and before is not None and after.version != before.version
+    # The old version (with Trump's crops and embeddings) is gone from S3.
+    assert not client.store.list(f"galleries/roundtrip/v/{before.version}/")
+    gallery = load_gallery(client.store, "roundtrip", None)
+    assert gallery is not None and {s.person for s in gallery.samples} == {"Someone_Else"}
+    assert len(gallery.crops) == len(gallery.embeddings) == 1
+
+
+def test_bad_video_fails_the_job_cleanly(client: Client, tmp_path: Path) -> None:
+    from tests.conftest import make_video
+
+    # A valid header whose frames cannot be decoded: accepted at submit, refused at plan.
+    video = make_video(tmp_path / "broken.mp4", frames=20)
+    data = bytearray(video.read_bytes())
+    box = data.find(b"mdat") - 4
+    size = int.from_bytes(data[box : box + 4], "big")
+    data[box + 8 : box + size] = bytes(size - 8)  # the frames go, the index stays
+    video.write_bytes(bytes(data))
+    job = client.submit_video(video, gallery=None)
+    status = job.wait(timeout=120)
+    assert status.state == "failed"
+    assert "broken.mp4" in (status.message or "") and "frames" in (status.message or "")
+    assert not client.store.list(f"jobs/{job.id}/chunks/")
+    assert not client.store.list(f"jobs/{job.id}/output/")
+
+
+def test_cancelled_job_leaves_no_output(client: Client, trump_case: Path) -> None:
+    job = client.submit_video(trump_case / "trump.mp4", gallery=None, chunk_frames=40)
+    job.cancel()
+    status = job.wait(timeout=120)
+    assert status.state == "cancelled"
+    time.sleep(3)  # let any step that was running finish and clean after itself
+    assert not client.store.list(f"jobs/{job.id}/output/")
+    assert not client.store.list(f"jobs/{job.id}/parts/")
+    assert job.status().state == "cancelled"
+
+
+def test_flower_requires_credentials(cluster: Cluster) -> None:
+    port = int(cluster.env["FACEFLEET_FLOWER_PORT"])
+    cluster.start("flower", "flower", "--port", str(port))
+    base = f"http://127.0.0.1:{port}"
+    user, password = cluster.env["FACEFLEET_FLOWER_USER"], cluster.env["FACEFLEET_FLOWER_PASSWORD"]
+    try:
+        deadline = time.monotonic() + 60
+        while http_status(base + "/", (user, password)) != 200:
+            assert time.monotonic() < deadline, cluster.log("flower")[-2000:]
+            time.sleep(0.5)
+        assert http_status(base + "/api/workers", (user, password)) == 200
+        assert http_status(base + "/api/workers") == 401
+        assert http_status(base + "/api/workers", (user, "wrong")) == 401
+    finally:
+        cluster.stop("flower")
+
+
+def test_beat_schedules_training_with_periodic_metrics(cluster: Cluster, client: Client) -> None:
+    from celery.result import AsyncResult
+
+    from tasks.app import make_app
+
+    cluster.start(
+        "beat",
+        "beat",
+        "--schedule-file",
+        str(cluster.workdir / "beat-schedule"),
+        extra_env={"FACEFLEET_RETRAIN_INTERVAL_S": "3"},
+    )
+    # The run is started by the cpu-queue task that beat fires, with the workers' settings.
+    try:
+        deadline = time.monotonic() + 60
+        while not client.store.list("training/"):
+            assert time.monotonic() < deadline, cluster.log("beat")[-2000:]
+            time.sleep(0.5)
+    finally:
+        cluster.stop("beat")
+    run = sorted({k.split("/")[1] for k in client.store.list("training/")})[0]
+    result = AsyncResult(f"train-{run}", app=make_app(cluster.settings()))
+    states, evaluations = set(), 0
+    deadline = time.monotonic() + 900
+    while result.state != "SUCCESS":
+        assert result.state != "FAILURE", result.result
+        assert time.monotonic() < deadline, "training did not finish"
+        states.add(result.state)
+        if result.state == "PROGRESS":
+            evaluations = max(evaluations, len(result.info.get("evaluations", [])))
+        time.sleep(1)
+    assert "PROGRESS" in states and evaluations >= 1
+    final = TrainProgress.model_validate(result.result)
+    assert final.state == "done" and final.epoch == final.epochs == 2
+    assert [e["epoch"] for e in final.evaluations] == [1, 2]
+    for record in final.evaluations:
+        for metric in ("cosine", "euclidean"):
+            assert 0.0 < record[metric]["f1"] <= 1.0
+    keys = client.store.list(f"training/{run}/")
+    assert f"training/{run}/latest.pt" in keys and f"training/{run}/extractor.pt" in keys
+    # A subset run is never promoted over the release model.
+    assert final.promoted is False and "subset" in (final.message or "")
