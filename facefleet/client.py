@@ -115,6 +115,8 @@ class Client:
         done (in-process mode)."""
         from core.video import check_video_header
 
+        if gallery is not None:
+            check_store_name(gallery, "gallery name")
         path = Path(path)
         self._check_file(path)
         declared = check_video_header(path)
@@ -138,6 +140,8 @@ class Client:
         """Upload images and start one job for all of them."""
         from core.images import is_image_path
 
+        if gallery is not None:
+            check_store_name(gallery, "gallery name")
         files = [Path(p) for p in paths]
         if not files:
             raise InputError("no images given")
