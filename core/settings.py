@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     max_job_frames: int = Field(default=200_000, ge=1, description="Larger videos are refused.")
     max_input_bytes: int = Field(default=8 * 1024**3, ge=1, description="Larger files refused.")
     visibility_timeout_s: int = Field(
-        default=4 * 3600, ge=60, description="Redelivery of unacknowledged tasks after this."
+        default=4 * 3600, ge=5, description="Redelivery of unacknowledged tasks after this."
     )
     result_expires_s: int = Field(default=24 * 3600, ge=60)
     task_max_retries: int = Field(default=5, ge=0)

