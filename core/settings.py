@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     retrain_interval_s: float | None = Field(
         default=None, gt=0, description="Retrain every this many seconds (instead of cron)."
     )
+    worker_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="torch/OpenCV threads per worker process; default: cores / processes. "
+        "Set it when several workers share one machine.",
+    )
     worker_warmup: bool = Field(
         default=True, description="Load and run the models once when a worker process starts."
     )

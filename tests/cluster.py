@@ -20,7 +20,7 @@ import pytest
 
 from core.settings import Settings
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "deploy"))
 import stack  # noqa: E402
 
@@ -97,7 +97,11 @@ def running_cluster(
     if reason:
         pytest.skip(reason)
     stack.up(workdir, services_only=True)
-    cluster = Cluster(workdir, {**stack.stack_env(workdir), **(env or {})})
+    # Worker processes share this machine's cores: one thread each, no oversubscription.
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    cluster = Cluster(
+        workdir, {**stack.stack_env(workdir), "FACEFLEET_WORKER_THREADS": threads, **(env or {})}
+    )
     (workdir / "logs").mkdir(exist_ok=True)
     try:
         for i in range(1, workers + 1):
@@ -123,3 +127,16 @@ def http_status(url: str, auth: tuple[str, str] | None = None) -> int:
         return exc.code
     except OSError:
         return 0  # not listening (yet)
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of `pid` (a Celery worker's pool processes)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
