@@ -297,6 +297,17 @@ class Job:
         """Stop the job: pending chunks do nothing, no output is written."""
         return self._records.cancel()
 
+    def resume(self) -> JobStatus:
+        """Publish the job's first step again, for a job whose queued tasks were lost (a
+        broker restarted without persistence). Every step skips what is already in the
+        store, so the job continues where it was; a finished job is left as it is."""
+        status = self.status()
+        if status.finished:
+            return status
+        plan = "facefleet.plan_video" if status.kind == "video" else "facefleet.plan_images"
+        self.client._run(plan, [self.id])
+        return self.status()
+
 
 class TrainingJob:
     """A training run; `progress()` has the epochs and every evaluation so far."""

@@ -61,6 +61,13 @@ def add_commands(sub: Any, guarded: Callable[[Callable[[argparse.Namespace], int
     cancel.add_argument("job")
     cancel.set_defaults(func=guarded(_cancel))
 
+    resume = sub.add_parser(
+        "resume",
+        help="re-publish a stalled job (e.g. after a broker restart); done steps are kept",
+    )
+    resume.add_argument("job")
+    resume.set_defaults(func=guarded(_resume))
+
     gallery = sub.add_parser("gallery", help="enroll, list and remove people of a gallery")
     gsub = gallery.add_subparsers(dest="gallery_command", metavar="ACTION", required=True)
     enroll = gsub.add_parser("enroll", help="enroll a person from photos (largest face each)")
@@ -190,6 +197,12 @@ def _cancel(args: argparse.Namespace) -> int:
     status = _client().job(args.job).cancel()
     _print_status(status)
     return EXIT_OK if status.state == "cancelled" else EXIT_INPUT_ERRORS
+
+
+def _resume(args: argparse.Namespace) -> int:
+    status = _client().job(args.job).resume()
+    _print_status(status)
+    return EXIT_OK if status.state != "failed" else EXIT_INPUT_ERRORS
 
 
 def _enroll(args: argparse.Namespace) -> int:

@@ -12,8 +12,8 @@ from celery.exceptions import Ignore
 
 from core.errors import FacefleetError
 from core.job_store import JobStore
-from core.jobs import check_job_id
-from core.storage import StorageUnavailable
+from core.jobs import JobPlan, check_job_id
+from core.storage import ObjectNotFound, StorageUnavailable
 from tasks.runtime import get_runtime
 
 log = logging.getLogger("facefleet.tasks")
@@ -42,6 +42,14 @@ class JobTask(Task):
 
     def jobs(self, job_id: str) -> JobStore:
         return JobStore(get_runtime().store, check_job_id(job_id))
+
+    def plan_of(self, job: JobStore) -> JobPlan:
+        """The job's plan; a step that arrives before it (a duplicate published early)
+        waits for it instead of failing the job."""
+        try:
+            return job.plan()
+        except ObjectNotFound:
+            raise self.retry(countdown=5) from None
 
     def before_start(self, task_id: str, args: tuple, kwargs: dict) -> None:
         if self.request.is_eager or not args:

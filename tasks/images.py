@@ -50,7 +50,7 @@ def recognize_images(self: JobTask, job_id: str, k: int) -> None:
     keys = job.keys
     if job.stopped() or rt.store.exists(keys.chunk_result(k)):
         return
-    plan, spec = job.plan(), job.spec()
+    plan, spec = self.plan_of(job), job.spec()
     pipeline = rt.registry.pipeline(plan.model_id, spec.gallery, spec.options)
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="facefleet-images-") as tmp:
@@ -95,7 +95,7 @@ def finalize_images(self: JobTask, job_id: str) -> None:
     keys = job.keys
     if job.stopped():
         return
-    plan = job.plan()
+    plan = self.plan_of(job)
     outputs, errors, summary = [], [], {}
     for chunk in plan.chunks:
         for outcome in rt.store.get_model(

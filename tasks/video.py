@@ -103,7 +103,7 @@ def analyze_chunk(self: JobTask, job_id: str, k: int) -> None:
     keys = job.keys
     if job.stopped() or rt.store.exists(keys.chunk_result(k)):
         return
-    plan, spec = job.plan(), job.spec()
+    plan, spec = self.plan_of(job), job.spec()
     chunk = plan.chunks[k]
     meta = rt.store.get_model(keys.chunk_meta(k), ChunkMeta)
     pipeline = rt.registry.pipeline(plan.model_id, None, spec.options)
@@ -137,7 +137,7 @@ def merge_video(self: JobTask, job_id: str) -> None:
     keys = job.keys
     if job.stopped():
         return
-    plan, spec = job.plan(), job.spec()
+    plan, spec = self.plan_of(job), job.spec()
     if not rt.store.exists(keys.result):
         try:
             chunks = [
@@ -172,7 +172,7 @@ def render_chunk(self: JobTask, job_id: str, k: int) -> None:
     keys = job.keys
     if job.stopped() or rt.store.exists(keys.part(k)):
         return
-    chunk = job.plan().chunks[k]
+    chunk = self.plan_of(job).chunks[k]
     result = rt.store.get_model(keys.result, VideoResult)
     with tempfile.TemporaryDirectory(prefix="facefleet-render-") as tmp:
         local = rt.store.get_file(keys.chunk_video(k), Path(tmp) / "frames.mkv")
@@ -193,7 +193,7 @@ def finalize_video(self: JobTask, job_id: str) -> None:
     keys = job.keys
     if job.stopped():
         return
-    plan, spec = job.plan(), job.spec()
+    plan, spec = self.plan_of(job), job.spec()
     (source,) = spec.inputs
     result = rt.store.get_model(keys.result, VideoResult)
     with tempfile.TemporaryDirectory(prefix="facefleet-final-") as tmp:

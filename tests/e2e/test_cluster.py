@@ -182,3 +182,69 @@ def test_beat_schedules_training_with_periodic_metrics(cluster: Cluster, client:
     assert f"training/{run}/latest.pt" in keys and f"training/{run}/extractor.pt" in keys
     # A subset run is never promoted over the release model.
     assert final.promoted is False and "subset" in (final.message or "")
+
+
+def test_cli_against_the_cluster(cluster: Cluster, tmp_path: Path, astronaut_bgr) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import cv2
+
+    image = tmp_path / "astronaut.jpg"
+    cv2.imwrite(str(image), astronaut_bgr)
+    env = {**os.environ, **cluster.env}
+    cli = str(Path(sys.executable).with_name("facefleet"))
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([cli, *args], env=env, capture_output=True, text=True, timeout=300)
+
+    enrolled = run("gallery", "enroll", "Eileen_Collins", str(image), "--gallery", "cli")
+    assert enrolled.returncode == 0, enrolled.stderr
+    listed = run("gallery", "list", "--gallery", "cli")
+    assert json.loads(listed.stdout) == {"cli": ["Eileen_Collins"]}
+    submitted = run(
+        "submit", str(image), "--gallery", "cli", "--wait", "--out", str(tmp_path / "o")
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    assert "Eileen_Collins" in submitted.stderr
+    job_id = submitted.stdout.split()[0]
+    status = run("status", job_id, "--json")
+    assert json.loads(status.stdout)["state"] == "done"
+    result = json.loads((tmp_path / "o" / "astronaut.json").read_text())
+    assert result["faces"][0]["identity"] == "Eileen_Collins"
+    refused = run("submit", str(tmp_path / "missing.mp4"))
+    assert refused.returncode == 1 and "no such file" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    unknown = run("status", "0" * 32)
+    assert unknown.returncode == 2 and "no job" in unknown.stderr
+
+
+def test_promoted_model_is_picked_up(
+    client: Client, tmp_path: Path, astronaut_bgr, random_checkpoint: Path
+) -> None:
+    """A model promoted to models/latest is used by the next job, with the gallery
+    re-embedded from its stored crops (runs last: it restores the release model)."""
+    import cv2
+
+    from core.embedding import load_checkpoint
+    from core.jobs import MODEL_POINTER_KEY, ModelPointer, model_key
+
+    _, meta = load_checkpoint(random_checkpoint)
+    image = tmp_path / "astronaut.jpg"
+    cv2.imwrite(str(image), astronaut_bgr)
+    client.gallery.enroll("Eileen_Collins", [image], gallery="promote")
+    client.store.put_file(model_key(meta.model_id), random_checkpoint)
+    client.store.put_model(
+        MODEL_POINTER_KEY, ModelPointer(model_id=meta.model_id, key=model_key(meta.model_id))
+    )
+    try:
+        job = client.submit_images([image], gallery="promote")
+        assert job.wait(timeout=300).state == "done"
+        (json_key,) = [k for k in job.status().outputs if k.endswith(".json")]
+        result = json.loads(client.store.get_bytes(json_key))
+        assert result["model"]["extractor"] == meta.model_id
+        # Same photo as enrolled: under the new model it still matches itself.
+        assert result["faces"][0]["identity"] == "Eileen_Collins"
+    finally:
+        client.store.delete(MODEL_POINTER_KEY)
