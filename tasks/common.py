@@ -4,6 +4,7 @@ its worker (a poison input) fails its job instead of being redelivered forever."
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -65,6 +66,13 @@ class JobTask(Task):
             log.error("job %s: %s delivered %d times, job failed", args[0], self.name, deliveries)
             raise Ignore()
 
+    def after_return(
+        self, status: str, retval: Any, task_id: str, args: tuple, kwargs: dict, einfo: Any
+    ) -> None:
+        # The task ended (it did not kill its worker): its delivery count is not needed.
+        if not self.request.is_eager:
+            _forget_deliveries(task_id)
+
     def on_failure(
         self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any
     ) -> None:
@@ -77,6 +85,21 @@ class JobTask(Task):
             log.exception("job %s: could not record the failure", args[0])
 
 
+def _redis() -> Any:
+    import redis
+
+    return redis.Redis.from_url(get_runtime().settings.broker_url, socket_timeout=5)
+
+
+def _forget_deliveries(task_id: str) -> None:
+    import redis
+
+    if not get_runtime().settings.broker_url:
+        return
+    with contextlib.suppress(redis.RedisError):  # it expires by itself
+        _redis().delete(f"facefleet:deliveries:{task_id}")
+
+
 def _count_delivery(task_id: str) -> int:
     """How many times this task id has started, counted in Redis across workers."""
     import redis
@@ -85,10 +108,10 @@ def _count_delivery(task_id: str) -> int:
     if not settings.broker_url:
         return 1
     try:
-        client = redis.Redis.from_url(settings.broker_url, socket_timeout=5)
+        client = _redis()
         key = f"facefleet:deliveries:{task_id}"
         count = int(client.incr(key))
-        client.expire(key, max(3 * settings.visibility_timeout_s, 3600))
+        client.expire(key, 3 * settings.visibility_timeout_s + 60)
         return count
     except redis.RedisError:
         return 1  # counting is a safeguard; never fail a task because of it

@@ -29,6 +29,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         "FACEFLEET_VISIBILITY_TIMEOUT_S": "20",
         "FACEFLEET_MAX_DELIVERIES": "2",
         "FACEFLEET_TASK_MAX_RETRIES": "8",
+        "FACEFLEET_RESULT_EXPIRES_S": "60",
     }
     with running_cluster(tmp_path_factory.mktemp("faults"), env) as cluster:
         yield cluster
@@ -235,3 +236,32 @@ def test_redis_restart_during_job(cluster: Cluster, client: Client, video: Path,
         assert job.status().state == "running"  # stalled, not falsely done
         job.resume()
     _assert_done_like(client, job, reference)
+
+
+def test_load_fifty_jobs_and_no_redis_leak(
+    cluster: Cluster, client: Client, tmp_path: Path, astronaut_bgr
+) -> None:
+    """50 short jobs at once on 2 workers all finish with the right names; once results
+    expire, Redis holds no task results, chord counters or delivery counters."""
+    import cv2
+    import redis
+
+    image = tmp_path / "astronaut.jpg"
+    cv2.imwrite(str(image), astronaut_bgr)
+    client.gallery.enroll("Eileen_Collins", [image], gallery="load")
+    db = redis.Redis.from_url(cluster.env["FACEFLEET_BROKER_URL"])
+    jobs = [client.submit_images([image], gallery="load") for _ in range(50)]
+    for job in jobs:
+        status = job.wait(timeout=900)
+        assert status.state == "done", status.message
+        assert status.summary == {"astronaut": ["Eileen_Collins"]}
+    assert db.keys("celery-task-meta-*")  # results exist until they expire
+    expires = int(cluster.env["FACEFLEET_RESULT_EXPIRES_S"])
+    time.sleep(expires + 5)
+    left = [
+        k.decode()
+        for k in db.keys("*")
+        if k.startswith((b"celery-task-meta-", b"facefleet:deliveries:"))
+        or k.endswith((b".j", b".t"))
+    ]
+    assert not left, left[:10]
