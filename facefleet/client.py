@@ -44,6 +44,7 @@ from core.jobs import (
 )
 from core.settings import Settings, get_settings
 from core.storage import ObjectStore, open_store
+from facefleet.inputs import display_path
 
 DEFAULT_GALLERY = "default"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._\-]+")
@@ -188,7 +189,11 @@ class Client:
             used.add(name)
             key = jobs.keys.input(name + path.suffix.lower())
             self.store.put_file(key, path)
-            inputs.append(JobInput(key=key, name=name, source=path.name, size=path.stat().st_size))
+            inputs.append(
+                JobInput(
+                    key=key, name=name, source=display_path(path.name), size=path.stat().st_size
+                )
+            )
         spec = JobSpec(job_id=job_id, kind=kind, inputs=inputs, gallery=gallery, options=options)
         self.store.put_model(jobs.keys.spec, spec)
         self.store.put_model(jobs.keys.status, JobStatus(job_id=job_id, kind=kind, state="queued"))
@@ -367,7 +372,8 @@ class GalleryClient:
             keys.append(key)
         try:
             result = self.client._run(
-                "facefleet.gallery_enroll", [gallery, person, keys, [p.name for p in files]]
+                "facefleet.gallery_enroll",
+                [gallery, person, keys, [display_path(p.name) for p in files]],
             )
             return EnrollReport.model_validate(_result(result, timeout))
         finally:

@@ -105,3 +105,44 @@ def test_video_job_in_process(client: Client, data_root: Path, tmp_path: Path) -
     from core.video import probe
 
     assert probe(video).frame_count == 243
+
+
+def test_odd_inputs_through_the_sdk(client: Client, tmp_path: Path, astronaut_bgr) -> None:
+    """Gallery photos without a face or not images at all are reported, not fatal; gray,
+    alpha and non-UTF-8-named images are processed; a faceless video finishes with no
+    tracks."""
+    import os
+
+    from tests.conftest import make_video
+
+    face = tmp_path / "face.png"
+    cv2.imwrite(str(face), astronaut_bgr)
+    wall = tmp_path / "wall.jpg"
+    cv2.imwrite(str(wall), np.full((240, 320, 3), 90, np.uint8))
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_text("not really a jpeg\n" * 20)
+    report = client.gallery.enroll("Eileen_Collins", [face, wall, corrupt])
+    assert report.added == 1
+    assert any(i.startswith("wall.jpg: no face detected") for i in report.issues)
+    assert any(i.startswith("corrupt.jpg:") for i in report.issues)
+    nobody = client.gallery.enroll("Nobody", [wall])
+    assert nobody.added == 0 and client.gallery.list() == ["Eileen_Collins"]
+
+    gray = tmp_path / "gray.png"
+    cv2.imwrite(str(gray), cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY))
+    alpha = tmp_path / "alpha.png"
+    cv2.imwrite(str(alpha), cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2BGRA))
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9 photo.png"))
+    cv2.imencode(".png", astronaut_bgr)[1].tofile(os.fsencode(odd))
+    job = client.submit_images([gray, alpha, odd, corrupt])
+    status = job.status()
+    assert status.state == "done"
+    assert status.summary["alpha"] == ["Eileen_Collins"]
+    assert status.summary["caf_photo"] == ["Eileen_Collins"]  # name made safe for keys
+    assert status.summary["gray"] == ["Eileen_Collins"]
+    assert len(status.errors) == 1 and status.errors[0].startswith("corrupt.jpg:")
+
+    video = make_video(tmp_path / "blank.mp4", frames=20)
+    blank = client.submit_video(video).status()
+    assert blank.state == "done" and blank.summary == {"blank": []}
+    assert blank.message == "20 frames, 0 tracks"
