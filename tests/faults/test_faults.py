@@ -30,6 +30,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         "FACEFLEET_MAX_DELIVERIES": "2",
         "FACEFLEET_TASK_MAX_RETRIES": "8",
         "FACEFLEET_RESULT_EXPIRES_S": "60",
+        "FACEFLEET_TRAIN_LOCK_TTL_S": "10",
     }
     with running_cluster(tmp_path_factory.mktemp("faults"), env) as cluster:
         yield cluster
@@ -265,3 +266,34 @@ def test_load_fifty_jobs_and_no_redis_leak(
         or k.endswith((b".j", b".t"))
     ]
     assert not left, left[:10]
+
+
+def test_training_killed_mid_epoch_resumes_from_s3(cluster: Cluster, client: Client) -> None:
+    """The pool process running `train` is SIGKILLed after its first checkpoint reached
+    S3: the task comes back, waits for the dead copy's lock to expire, resumes from the
+    checkpoint in S3, and every epoch appears exactly once in the metrics."""
+    run = client.train(run="fault-resume", epochs=3, max_people=40, batch_size=16, lr=3e-3)
+    prefix = "training/fault-resume/"
+    inspect = client._celery().control.inspect(timeout=1.0)
+    deadline = time.monotonic() + 600
+    while not client.store.exists(prefix + "latest.pt"):
+        assert time.monotonic() < deadline, "no checkpoint reached S3"
+        time.sleep(0.5)
+    pids = [
+        task["worker_pid"]
+        for tasks in (inspect.active() or {}).values()
+        for task in tasks
+        if task["name"] == "facefleet.train"
+    ]
+    assert len(pids) == 1
+    progress_at_kill = run.progress()
+    os.kill(pids[0], signal.SIGKILL)
+    final = run.wait(timeout=900)
+    assert final.state == "done", final.message
+    assert progress_at_kill is not None and progress_at_kill.epoch < 3
+    assert [e["epoch"] for e in final.evaluations] == [1, 2, 3]
+    logs = cluster.log("w1") + cluster.log("w2")
+    assert "resuming after epoch" in logs
+    metrics = client.store.get_bytes(prefix + "metrics.jsonl").decode().splitlines()
+    epochs = [json.loads(line)["epoch"] for line in metrics if '"type": "epoch"' in line]
+    assert epochs == [1, 2, 3]
