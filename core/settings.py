@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DetectorName = Literal["retinaface", "yolov8-face"]
@@ -93,7 +93,13 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(
         default=4 * 3600, ge=5, description="Redelivery of unacknowledged tasks after this."
     )
-    result_expires_s: int = Field(default=24 * 3600, ge=60)
+    result_expires_s: int = Field(
+        default=24 * 3600,
+        ge=60,
+        description="Task results expire after this. Chord counters live in the result "
+        "backend too, so it must exceed the visibility timeout: a chunk redelivered after "
+        "its worker died must still find its job's counter.",
+    )
     task_max_retries: int = Field(default=5, ge=0)
     task_time_limit_s: int = Field(default=3600, ge=10, description="Hard limit per chunk task.")
     train_time_limit_s: int = Field(default=3 * 3600, ge=60)
@@ -124,6 +130,16 @@ class Settings(BaseSettings):
     flower_user: str | None = None
     flower_password: SecretStr | None = None
     flower_port: int = 5555
+
+    @model_validator(mode="after")
+    def _expiry_outlives_redelivery(self) -> Settings:
+        if self.result_expires_s < 2 * self.visibility_timeout_s:
+            raise ValueError(
+                f"FACEFLEET_RESULT_EXPIRES_S ({self.result_expires_s}) must be at least twice "
+                f"FACEFLEET_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s}): a redelivered "
+                "chunk needs its job's chord counter, which expires with the results"
+            )
+        return self
 
     @property
     def distributed(self) -> bool:
