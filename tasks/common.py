@@ -55,7 +55,7 @@ class JobTask(Task):
     def before_start(self, task_id: str, args: tuple, kwargs: dict) -> None:
         if self.request.is_eager or not args:
             return
-        deliveries = _count_delivery(task_id)
+        deliveries = _count_delivery(self._delivery_key(task_id))
         limit = get_runtime().settings.max_deliveries
         if deliveries > limit:
             job = self.jobs(args[0])
@@ -66,12 +66,17 @@ class JobTask(Task):
             log.error("job %s: %s delivered %d times, job failed", args[0], self.name, deliveries)
             raise Ignore()
 
+    def _delivery_key(self, task_id: str) -> str:
+        # A retry keeps the task id: count each attempt's own deliveries, so retries after
+        # an outage are not mistaken for a task that kills its worker.
+        return f"facefleet:deliveries:{task_id}:{self.request.retries}"
+
     def after_return(
         self, status: str, retval: Any, task_id: str, args: tuple, kwargs: dict, einfo: Any
     ) -> None:
         # The task ended (it did not kill its worker): its delivery count is not needed.
         if not self.request.is_eager:
-            _forget_deliveries(task_id)
+            _forget_deliveries(self._delivery_key(task_id))
 
     def on_failure(
         self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any
@@ -91,17 +96,17 @@ def _redis() -> Any:
     return redis.Redis.from_url(get_runtime().settings.broker_url, socket_timeout=5)
 
 
-def _forget_deliveries(task_id: str) -> None:
+def _forget_deliveries(key: str) -> None:
     import redis
 
     if not get_runtime().settings.broker_url:
         return
     with contextlib.suppress(redis.RedisError):  # it expires by itself
-        _redis().delete(f"facefleet:deliveries:{task_id}")
+        _redis().delete(key)
 
 
-def _count_delivery(task_id: str) -> int:
-    """How many times this task id has started, counted in Redis across workers."""
+def _count_delivery(key: str) -> int:
+    """How many times this attempt of a task has started, counted in Redis across workers."""
     import redis
 
     settings = get_runtime().settings
@@ -109,7 +114,6 @@ def _count_delivery(task_id: str) -> int:
         return 1
     try:
         client = _redis()
-        key = f"facefleet:deliveries:{task_id}"
         count = int(client.incr(key))
         client.expire(key, 3 * settings.visibility_timeout_s + 60)
         return count

@@ -55,7 +55,8 @@ class RunLock:
         import redis
 
         client = redis.Redis.from_url(settings.broker_url)
-        self._lock = client.lock(self.name, timeout=self.ttl_s, blocking=False)
+        # thread_local=False: the heartbeat thread extends a lock this thread acquired.
+        self._lock = client.lock(self.name, timeout=self.ttl_s, blocking=False, thread_local=False)
         if not self._lock.acquire():
             return False
         threading.Thread(target=self._beat, daemon=True, name="facefleet-train-lock").start()
