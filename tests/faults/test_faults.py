@@ -85,6 +85,13 @@ def _wait_for_task(cluster: Cluster, task: str, since: dict[str, int], timeout: 
     raise TimeoutError(f"no worker received {task}")
 
 
+def _inspect(cluster: Cluster):
+    """Celery's worker inspection on a fresh connection (an earlier test restarts Redis)."""
+    from tasks.app import make_app
+
+    return make_app(cluster.settings()).control.inspect(timeout=1.0)
+
+
 def _log_sizes(cluster: Cluster) -> dict[str, int]:
     return {name: len(cluster.log(name)) for name in cluster.processes}
 
@@ -167,7 +174,7 @@ def test_poison_chunk_fails_the_job_after_bounded_attempts(
     """A chunk whose worker dies every time it runs it ends the job as failed."""
     job = client.submit_video(video, chunk_frames=CHUNK)
     keys = JobKeys(job.id)
-    inspect = client._celery().control.inspect(timeout=1.0)
+    inspect = _inspect(cluster)
     deadline = time.monotonic() + 300
     killed: set[tuple[str, int]] = set()
     while not job.status().finished:
@@ -273,7 +280,7 @@ def test_training_killed_mid_epoch_resumes_from_s3(cluster: Cluster, client: Cli
     checkpoint in S3, and every epoch appears exactly once in the metrics."""
     run = client.train(run="fault-resume", epochs=8, max_people=40, batch_size=16, lr=3e-3)
     prefix = "training/fault-resume/"
-    inspect = client._celery().control.inspect(timeout=1.0)
+    inspect = _inspect(cluster)
     deadline = time.monotonic() + 600
     while not client.store.exists(prefix + "latest.pt"):
         assert time.monotonic() < deadline, "no checkpoint reached S3"
