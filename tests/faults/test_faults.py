@@ -85,11 +85,21 @@ def _wait_for_task(cluster: Cluster, task: str, since: dict[str, int], timeout: 
     raise TimeoutError(f"no worker received {task}")
 
 
-def _inspect(cluster: Cluster):
-    """Celery's worker inspection on a fresh connection (an earlier test restarts Redis)."""
+def _active(cluster: Cluster) -> dict[str, list[dict]]:
+    """The tasks each worker runs now. kombu pools connections process-wide, and an
+    earlier scenario restarts Redis: a stale pooled connection fails once, then is
+    replaced, so ask again."""
+    import redis
+    from kombu.exceptions import OperationalError
+
     from tasks.app import make_app
 
-    return make_app(cluster.settings()).control.inspect(timeout=1.0)
+    for _ in range(5):
+        try:
+            return make_app(cluster.settings()).control.inspect(timeout=1.0).active() or {}
+        except (redis.RedisError, OperationalError, OSError):
+            time.sleep(0.5)
+    raise AssertionError("cannot inspect the workers")
 
 
 def _log_sizes(cluster: Cluster) -> dict[str, int]:
@@ -174,13 +184,12 @@ def test_poison_chunk_fails_the_job_after_bounded_attempts(
     """A chunk whose worker dies every time it runs it ends the job as failed."""
     job = client.submit_video(video, chunk_frames=CHUNK)
     keys = JobKeys(job.id)
-    inspect = _inspect(cluster)
     deadline = time.monotonic() + 300
     killed: set[tuple[str, int]] = set()
     while not job.status().finished:
         assert time.monotonic() < deadline, "the job kept running"
         # Whichever pool process runs chunk 0 of this job dies, every time.
-        for tasks in (inspect.active() or {}).values():
+        for tasks in _active(cluster).values():
             for task in tasks:
                 victim = (task["id"], task["worker_pid"])
                 if (
@@ -280,14 +289,13 @@ def test_training_killed_mid_epoch_resumes_from_s3(cluster: Cluster, client: Cli
     checkpoint in S3, and every epoch appears exactly once in the metrics."""
     run = client.train(run="fault-resume", epochs=8, max_people=40, batch_size=16, lr=3e-3)
     prefix = "training/fault-resume/"
-    inspect = _inspect(cluster)
     deadline = time.monotonic() + 600
     while not client.store.exists(prefix + "latest.pt"):
         assert time.monotonic() < deadline, "no checkpoint reached S3"
         time.sleep(0.5)
     pids = [
         task["worker_pid"]
-        for tasks in (inspect.active() or {}).values()
+        for tasks in _active(cluster).values()
         for task in tasks
         if task["name"] == "facefleet.train"
     ]
