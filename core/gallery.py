@@ -7,7 +7,6 @@ with one extractor can be re-embedded under another without the original photos.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,10 @@ from core.detectors.base import Detector
 from core.embedding import FaceEmbedder
 from core.errors import FacefleetError, GalleryError
 from core.images import is_image_path, read_image
+from core.jobs import is_person_name
 from core.schemas import Match, Thresholds
 
 GALLERY_VERSION = 1
-_SAFE_NAME = re.compile(r"^[^/\\\x00]+$")
 
 
 class GallerySample(BaseModel):
@@ -54,7 +53,7 @@ class EnrollIssue:
 
 def check_person_name(name: str) -> str:
     """Person names become folder and object names: refuse anything path-like."""
-    if not name or name in (".", "..") or not _SAFE_NAME.match(name) or name != name.strip():
+    if not is_person_name(name):
         raise GalleryError(f"invalid person name {name!r}")
     return name
 

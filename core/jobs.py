@@ -46,6 +46,16 @@ def check_store_name(name: str, what: str = "name") -> str:
     return name
 
 
+def is_person_name(name: str) -> bool:
+    """Person names become folder and object names: nothing path-like."""
+    return (
+        bool(name)
+        and name not in (".", "..")
+        and name == name.strip()
+        and not any(c in name for c in "/\\\x00")
+    )
+
+
 class JobOptions(BaseModel):
     every: int = Field(default=1, ge=1, description="Detect on every K-th frame")
     chunk_frames: int | None = Field(default=None, ge=1, description="Frames per chunk task")

@@ -39,6 +39,7 @@ from core.jobs import (
     TrainRequest,
     check_job_id,
     check_store_name,
+    is_person_name,
     new_job_id,
     training_prefix,
 )
@@ -323,10 +324,9 @@ class TrainingJob:
         self._result = result
 
     def progress(self) -> TrainProgress | None:
-        stored = self.client.store.get_model_or_none(
+        return self.client.store.get_model_or_none(
             training_prefix(self.run) + "progress.json", TrainProgress
         )
-        return stored
 
     def wait(self, timeout: float | None = None, poll_s: float = 2.0) -> TrainProgress:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -400,7 +400,7 @@ class GalleryClient:
 
 
 def _check_person(person: str) -> None:
-    if not person or "/" in person or "\\" in person or person in (".", "..") or "\x00" in person:
+    if not is_person_name(person):
         raise InputError(f"invalid person name {person!r} (no path separators)")
 
 

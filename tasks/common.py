@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from celery import Task
+from celery import Task, chord
 from celery.exceptions import Ignore
 
 from core.errors import FacefleetError
 from core.job_store import JobStore
-from core.jobs import JobPlan, check_job_id
+from core.jobs import ChunkPlan, JobKeys, JobPlan, check_job_id
 from core.storage import ObjectNotFound, StorageUnavailable
 from tasks.runtime import get_runtime
 
@@ -43,6 +44,16 @@ class JobTask(Task):
 
     def jobs(self, job_id: str) -> JobStore:
         return JobStore(get_runtime().store, check_job_id(job_id))
+
+    def open_step(
+        self, job_id: str, output: Callable[[JobKeys], str] | None = None
+    ) -> JobStore | None:
+        """The job, or None when this step has nothing to do: the job has ended (or was
+        cancelled), or the step's `output` key exists from an earlier delivery."""
+        job = self.jobs(job_id)
+        if job.stopped() or (output is not None and job.store.exists(output(job.keys))):
+            return None
+        return job
 
     def plan_of(self, job: JobStore) -> JobPlan:
         """The job's plan; a step that arrives before it (a duplicate published early)
@@ -90,10 +101,9 @@ class JobTask(Task):
             log.exception("job %s: could not record the failure", args[0])
 
 
-def _redis() -> Any:
-    import redis
-
-    return redis.Redis.from_url(get_runtime().settings.broker_url, socket_timeout=5)
+def fan_out(job_id: str, step: Task, chunks: Sequence[ChunkPlan], then: Task) -> None:
+    """`step` for every chunk in parallel, then `then` once all of them are done."""
+    chord([step.si(job_id, c.index) for c in chunks], then.si(job_id)).apply_async()
 
 
 def _forget_deliveries(key: str) -> None:
@@ -102,7 +112,7 @@ def _forget_deliveries(key: str) -> None:
     if not get_runtime().settings.broker_url:
         return
     with contextlib.suppress(redis.RedisError):  # it expires by itself
-        _redis().delete(key)
+        get_runtime().redis().delete(key)
 
 
 def _count_delivery(key: str) -> int:
@@ -113,7 +123,7 @@ def _count_delivery(key: str) -> int:
     if not settings.broker_url:
         return 1
     try:
-        client = _redis()
+        client = get_runtime().redis()
         count = int(client.incr(key))
         client.expire(key, 3 * settings.visibility_timeout_s + 60)
         return count

@@ -8,20 +8,18 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from celery import chord
-
 from core.errors import FacefleetError
 from core.jobs import ChunkPlan, ImageChunkResult, ImageOutcome, JobPlan
 from tasks.app import app
-from tasks.common import JobTask
+from tasks.common import JobTask, fan_out
 from tasks.runtime import get_runtime
 
 
 @app.task(base=JobTask, bind=True, name="facefleet.plan_images")
 def plan_images(self: JobTask, job_id: str) -> None:
     rt = get_runtime()
-    job = self.jobs(job_id)
-    if job.stopped():
+    job = self.open_step(job_id)
+    if job is None:
         return
     spec = job.spec()
     size = rt.settings.image_chunk
@@ -35,9 +33,7 @@ def plan_images(self: JobTask, job_id: str) -> None:
     job.set_status("running", stage="recognize", chunks=len(chunks))
     if job.stopped():
         return
-    chord(
-        [recognize_images.si(job_id, c.index) for c in chunks], finalize_images.si(job_id)
-    ).apply_async()
+    fan_out(job_id, recognize_images, chunks, finalize_images)
 
 
 @app.task(base=JobTask, bind=True, name="facefleet.recognize_images")
@@ -46,10 +42,10 @@ def recognize_images(self: JobTask, job_id: str, k: int) -> None:
     from core.images import encode_jpeg
 
     rt = get_runtime()
-    job = self.jobs(job_id)
-    keys = job.keys
-    if job.stopped() or rt.store.exists(keys.chunk_result(k)):
+    job = self.open_step(job_id, lambda keys: keys.chunk_result(k))
+    if job is None:
         return
+    keys = job.keys
     plan, spec = self.plan_of(job), job.spec()
     pipeline = rt.registry.pipeline(plan.model_id, spec.gallery, spec.options)
     outcomes = []
@@ -91,10 +87,10 @@ def recognize_images(self: JobTask, job_id: str, k: int) -> None:
 @app.task(base=JobTask, bind=True, name="facefleet.finalize_images")
 def finalize_images(self: JobTask, job_id: str) -> None:
     rt = get_runtime()
-    job = self.jobs(job_id)
-    keys = job.keys
-    if job.stopped():
+    job = self.open_step(job_id)
+    if job is None:
         return
+    keys = job.keys
     plan = self.plan_of(job)
     outputs, errors, summary = [], [], {}
     for chunk in plan.chunks:

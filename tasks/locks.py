@@ -34,7 +34,7 @@ def cluster_lock(name: str, ttl_s: float, wait_s: float = 60.0) -> Iterator[None
         return
     import redis
 
-    client = redis.Redis.from_url(settings.broker_url)
+    client = get_runtime().redis()
     lock = client.lock(f"facefleet:lock:{name}", timeout=ttl_s, blocking_timeout=wait_s)
     if not lock.acquire():
         raise LockBusy(f"{name} is busy")

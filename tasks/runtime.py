@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.settings import Settings, get_settings
 from core.storage import ObjectStore, open_store
@@ -22,6 +22,12 @@ class Runtime:
     store: ObjectStore
     _registry: ModelRegistry | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def redis(self) -> Any:
+        """A client of the broker's Redis (delivery counters, locks)."""
+        import redis
+
+        return redis.Redis.from_url(self.settings.broker_url, socket_timeout=5)
 
     @property
     def registry(self) -> ModelRegistry:

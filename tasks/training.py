@@ -52,9 +52,7 @@ class RunLock:
         settings = get_runtime().settings
         if not settings.broker_url:
             return True
-        import redis
-
-        client = redis.Redis.from_url(settings.broker_url)
+        client = get_runtime().redis()
         # thread_local=False: the heartbeat thread extends a lock this thread acquired.
         self._lock = client.lock(self.name, timeout=self.ttl_s, blocking=False, thread_local=False)
         if not self._lock.acquire():

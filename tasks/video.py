@@ -21,13 +21,11 @@ import time
 from itertools import islice
 from pathlib import Path
 
-from celery import chord
-
 from core.errors import InputError
 from core.jobs import ChunkMeta, ChunkPlan, JobPlan
 from core.storage import ObjectNotFound
 from tasks.app import app
-from tasks.common import JobTask
+from tasks.common import JobTask, fan_out
 from tasks.runtime import get_runtime
 
 log = logging.getLogger("facefleet.tasks.video")
@@ -40,8 +38,8 @@ def plan_video(self: JobTask, job_id: str) -> None:
     from core.video_pipeline import frame_ranges
 
     rt = get_runtime()
-    job = self.jobs(job_id)
-    if job.stopped():
+    job = self.open_step(job_id)
+    if job is None:
         return
     spec = job.spec()
     (source,) = spec.inputs
@@ -90,7 +88,7 @@ def plan_video(self: JobTask, job_id: str) -> None:
     log.info("job %s: %d frames in %d chunks", job_id, video.frame_count, len(chunks))
     if job.stopped():
         return
-    chord([analyze_chunk.si(job_id, c.index) for c in chunks], merge_video.si(job_id)).apply_async()
+    fan_out(job_id, analyze_chunk, chunks, merge_video)
 
 
 @app.task(base=JobTask, bind=True, name="facefleet.analyze_chunk")
@@ -99,10 +97,10 @@ def analyze_chunk(self: JobTask, job_id: str, k: int) -> None:
     from core.video_pipeline import analyze
 
     rt = get_runtime()
-    job = self.jobs(job_id)
-    keys = job.keys
-    if job.stopped() or rt.store.exists(keys.chunk_result(k)):
+    job = self.open_step(job_id, lambda keys: keys.chunk_result(k))
+    if job is None:
         return
+    keys = job.keys
     plan, spec = self.plan_of(job), job.spec()
     chunk = plan.chunks[k]
     meta = rt.store.get_model(keys.chunk_meta(k), ChunkMeta)
@@ -133,10 +131,10 @@ def merge_video(self: JobTask, job_id: str) -> None:
     from core.video_pipeline import ChunkResult, merge
 
     rt = get_runtime()
-    job = self.jobs(job_id)
-    keys = job.keys
-    if job.stopped():
+    job = self.open_step(job_id)
+    if job is None:
         return
+    keys = job.keys
     plan, spec = self.plan_of(job), job.spec()
     if not rt.store.exists(keys.result):
         try:
@@ -156,9 +154,7 @@ def merge_video(self: JobTask, job_id: str) -> None:
         )
         rt.store.put_model(keys.result, result)
     job.set_status("running", stage="render")
-    chord(
-        [render_chunk.si(job_id, c.index) for c in plan.chunks], finalize_video.si(job_id)
-    ).apply_async()
+    fan_out(job_id, render_chunk, plan.chunks, finalize_video)
 
 
 @app.task(base=JobTask, bind=True, name="facefleet.render_chunk")
@@ -168,10 +164,10 @@ def render_chunk(self: JobTask, job_id: str, k: int) -> None:
     from core.video_pipeline import render
 
     rt = get_runtime()
-    job = self.jobs(job_id)
-    keys = job.keys
-    if job.stopped() or rt.store.exists(keys.part(k)):
+    job = self.open_step(job_id, lambda keys: keys.part(k))
+    if job is None:
         return
+    keys = job.keys
     chunk = self.plan_of(job).chunks[k]
     result = rt.store.get_model(keys.result, VideoResult)
     with tempfile.TemporaryDirectory(prefix="facefleet-render-") as tmp:
@@ -189,10 +185,10 @@ def finalize_video(self: JobTask, job_id: str) -> None:
     from core.video_pipeline import finalize
 
     rt = get_runtime()
-    job = self.jobs(job_id)
-    keys = job.keys
-    if job.stopped():
+    job = self.open_step(job_id)
+    if job is None:
         return
+    keys = job.keys
     plan, spec = self.plan_of(job), job.spec()
     (source,) = spec.inputs
     result = rt.store.get_model(keys.result, VideoResult)
