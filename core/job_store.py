@@ -69,6 +69,16 @@ class JobStore:
             return True
         return self.finished()
 
+    def keep_if_running(self, *keys: str) -> bool:
+        """Called by a step right after it wrote `keys`. A duplicate delivery can outlive
+        its job (the other copy finished it and cleaned up meanwhile): then what it wrote
+        goes again, so an ended job keeps no stray intermediates."""
+        if self.cancelled() or self.finished():
+            for key in keys:
+                self.store.delete(key)
+            return False
+        return True
+
     # ---- progress -----------------------------------------------------------------------
 
     def progress(self) -> JobProgress:
@@ -89,8 +99,15 @@ class JobStore:
 
     def fail(self, message: str) -> JobStatus:
         """Mark failed with a message and drop every intermediate and partial output."""
+        if self.status().finished:
+            return self.status()
+        # Intermediates go before the state flips, so whoever sees "failed" finds none.
+        self.cleanup()
         status = self.set_status("failed", stage="failed", message=message)
-        self.cleanup(outputs=True)
+        # A late duplicate failing after the job finished must not touch a done job's output;
+        # otherwise sweep again for what a step still running wrote meanwhile.
+        if status.state == "failed":
+            self.cleanup(outputs=True)
         return status
 
     def cancel(self) -> JobStatus:
@@ -98,6 +115,7 @@ class JobStore:
         if self.status().finished:
             return self.status()
         self.store.put_bytes(self.keys.cancelled, b"cancelled")
+        self.cleanup()
         status = self.set_status("cancelled", stage="cancelled", message="cancelled by the user")
         self.cleanup(outputs=True)
         return status

@@ -48,7 +48,7 @@ def recognize_images(self: JobTask, job_id: str, k: int) -> None:
     keys = job.keys
     plan, spec = self.plan_of(job), job.spec()
     pipeline = rt.registry.pipeline(plan.model_id, spec.gallery, spec.options)
-    outcomes = []
+    outcomes, written = [], []
     with tempfile.TemporaryDirectory(prefix="facefleet-images-") as tmp:
         for number in plan.chunks[k].inputs:
             item = spec.inputs[number]
@@ -63,16 +63,12 @@ def recognize_images(self: JobTask, job_id: str, k: int) -> None:
                 continue
             finally:
                 local.unlink(missing_ok=True)
+            jpg, json_key = keys.part(k, f"{item.name}.jpg"), keys.part(k, f"{item.name}.json")
+            rt.store.put_bytes(jpg, encode_jpeg(draw_faces(image, result.faces)), "image/jpeg")
             rt.store.put_bytes(
-                keys.part(k, f"{item.name}.jpg"),
-                encode_jpeg(draw_faces(image, result.faces)),
-                "image/jpeg",
+                json_key, result.model_dump_json(indent=2).encode(), "application/json"
             )
-            rt.store.put_bytes(
-                keys.part(k, f"{item.name}.json"),
-                result.model_dump_json(indent=2).encode(),
-                "application/json",
-            )
+            written += [jpg, json_key]
             outcomes.append(
                 ImageOutcome(
                     input=number,
@@ -82,6 +78,7 @@ def recognize_images(self: JobTask, job_id: str, k: int) -> None:
                 )
             )
     rt.store.put_model(keys.chunk_result(k), ImageChunkResult(outcomes=outcomes))
+    job.keep_if_running(keys.chunk_result(k), *written)
 
 
 @app.task(base=JobTask, bind=True, name="facefleet.finalize_images")

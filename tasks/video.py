@@ -114,6 +114,7 @@ def analyze_chunk(self: JobTask, job_id: str, k: int) -> None:
     seconds = time.perf_counter() - started
     result = result.model_copy(update={"times": meta.times})
     rt.store.put_model(keys.chunk_result(k), result)
+    job.keep_if_running(keys.chunk_result(k))
     log.info(
         "job %s chunk %d: %d frames, %d faces, %.1f frames/s",
         job_id,
@@ -176,6 +177,7 @@ def render_chunk(self: JobTask, job_id: str, k: int) -> None:
             local, result, chunk.start, chunk.end, Path(tmp) / "part.mp4", offset=chunk.start
         )
         rt.store.put_file(keys.part(k), part, "video/mp4")
+    job.keep_if_running(keys.part(k))
 
 
 @app.task(base=JobTask, bind=True, name="facefleet.finalize_video")
