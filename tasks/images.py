@@ -89,20 +89,33 @@ def finalize_images(self: JobTask, job_id: str) -> None:
         return
     keys = job.keys
     plan = self.plan_of(job)
+    # All outcomes are kept in merged.json before the parts are copied to output/ and
+    # removed: a second copy of this step, after the first cleaned up, finishes from it.
+    merged = rt.store.get_model_or_none(keys.result, ImageChunkResult)
+    if merged is None:
+        outcomes = []
+        for chunk in plan.chunks:
+            for outcome in rt.store.get_model(
+                keys.chunk_result(chunk.index), ImageChunkResult
+            ).outcomes:
+                outcomes.append(outcome)
+                for ext in () if outcome.error else ("jpg", "json"):
+                    rt.store.copy(
+                        keys.part(chunk.index, f"{outcome.name}.{ext}"),
+                        keys.output(f"{outcome.name}.{ext}"),
+                    )
+        merged = ImageChunkResult(outcomes=outcomes)
+        rt.store.put_model(keys.result, merged)
     outputs, errors, summary = [], [], {}
-    for chunk in plan.chunks:
-        for outcome in rt.store.get_model(
-            keys.chunk_result(chunk.index), ImageChunkResult
-        ).outcomes:
-            if outcome.error:
-                errors.append(outcome.error)
-                continue
-            for ext in ("jpg", "json"):
-                target = keys.output(f"{outcome.name}.{ext}")
-                rt.store.copy(keys.part(chunk.index, f"{outcome.name}.{ext}"), target)
-                outputs.append(target)
-            summary[outcome.name] = outcome.identities
+    for outcome in merged.outcomes:
+        if outcome.error:
+            errors.append(outcome.error)
+            continue
+        outputs += [keys.output(f"{outcome.name}.jpg"), keys.output(f"{outcome.name}.json")]
+        summary[outcome.name] = outcome.identities
     done = len(summary)
+    # Intermediates go before the status shows the end: a finished job has nothing else.
+    job.cleanup()
     final = job.set_status(
         "done" if done or not errors else "failed",
         stage="done" if done or not errors else "failed",

@@ -194,24 +194,35 @@ def finalize_video(self: JobTask, job_id: str) -> None:
     plan, spec = self.plan_of(job), job.spec()
     (source,) = spec.inputs
     result = rt.store.get_model(keys.result, VideoResult)
-    with tempfile.TemporaryDirectory(prefix="facefleet-final-") as tmp:
-        parts = []
-        for chunk in plan.chunks:
-            try:
-                parts.append(
-                    rt.store.get_file(keys.part(chunk.index), Path(tmp) / f"{chunk.index:05d}.mp4")
+    video_key, json_key = keys.output(f"{source.name}.mp4"), keys.output(f"{source.name}.json")
+    # The JSON is written after the video: when it exists, an earlier copy of this step
+    # wrote both and may already have removed the parts.
+    if not rt.store.exists(json_key):
+        with tempfile.TemporaryDirectory(prefix="facefleet-final-") as tmp:
+            parts = []
+            for chunk in plan.chunks:
+                try:
+                    parts.append(
+                        rt.store.get_file(
+                            keys.part(chunk.index), Path(tmp) / f"{chunk.index:05d}.mp4"
+                        )
+                    )
+                except ObjectNotFound:
+                    raise InputError(f"rendered part {chunk.index} is missing") from None
+            audio = None
+            if (plan.video or {}).get("has_audio"):
+                audio = rt.store.get_file(
+                    source.key, Path(tmp) / ("input" + Path(source.key).suffix)
                 )
-            except ObjectNotFound:
-                raise InputError(f"rendered part {chunk.index} is missing") from None
-        audio = None
-        if (plan.video or {}).get("has_audio"):
-            audio = rt.store.get_file(source.key, Path(tmp) / ("input" + Path(source.key).suffix))
-        out = finalize(parts, Path(tmp) / "out.mp4", audio)
-        video_key, json_key = keys.output(f"{source.name}.mp4"), keys.output(f"{source.name}.json")
-        rt.store.put_file(video_key, out, "video/mp4")
-        rt.store.put_bytes(json_key, result.model_dump_json(indent=1).encode(), "application/json")
+            out = finalize(parts, Path(tmp) / "out.mp4", audio)
+            rt.store.put_file(video_key, out, "video/mp4")
+            rt.store.put_bytes(
+                json_key, result.model_dump_json(indent=1).encode(), "application/json"
+            )
     named = sorted({t.identity for t in result.tracks if t.identity})
-    # Outputs first, status last: a job marked done has all of its output.
+    # Outputs first, then the intermediates go, status last: a job marked done has all of
+    # its output and nothing else.
+    job.cleanup()
     final = job.set_status(
         "done",
         stage="done",
