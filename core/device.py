@@ -5,6 +5,17 @@ from __future__ import annotations
 from core.errors import ModelError
 
 
+def limit_threads(threads: int) -> None:
+    """Threads for torch and OpenCV in this process (ONNX Runtime takes its count per
+    session, from the detector's config): oversubscribed threads on a small machine make
+    every process slower than one thread each."""
+    import cv2
+    import torch
+
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+
+
 def resolve_device(name: str = "auto") -> str:
     """Map "auto" | "cpu" | "cuda" to a concrete torch device string."""
     import torch

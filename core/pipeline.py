@@ -5,7 +5,7 @@ Built once (models loaded once) and reused for every image or frame batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,10 +13,12 @@ import numpy as np
 
 from core.alignment import align_faces, refine_landmarks
 from core.detectors import Detector, detector_from_settings
-from core.device import resolve_device
+from core.device import limit_threads, resolve_device
 from core.embedding import FaceEmbedder
+from core.errors import InputError
 from core.gallery import EnrollIssue, Gallery
 from core.images import read_image
+from core.prefetch import Prefetcher
 from core.schemas import FaceDetection, FaceResult, ImageResult, Match, ModelInfo
 from core.settings import Settings
 
@@ -49,7 +51,16 @@ class FacePipeline:
         )
 
     def detect(self, frames: Sequence[np.ndarray]) -> list[list[FaceDetection]]:
-        detections = self.detector.detect(frames)
+        """Faces of each frame. Frames of one size go through the detector together; a
+        batch of mixed sizes is split by size rather than padded to the largest."""
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, frame in enumerate(frames):
+            by_shape.setdefault(frame.shape, []).append(i)
+        detections: list[list[FaceDetection]] = [[] for _ in frames]
+        for indices in by_shape.values():
+            found = self.detector.detect([frames[i] for i in indices])
+            for i, faces in zip(indices, found, strict=True):
+                detections[i] = faces
         if self.align_refine:
             detections = refine_landmarks(frames, detections, self.detector)
         return detections
@@ -93,15 +104,50 @@ class FacePipeline:
     ) -> tuple[ImageResult, np.ndarray]:
         """Recognize faces in one image file; returns the result and the decoded image."""
         image = read_image(path)
-        faces = self.recognize([image])[0]
-        result = ImageResult(
-            source=source if source is not None else str(path),
+        return self._image_result(image, self.recognize([image])[0], source or str(path)), image
+
+    def process_images(
+        self, paths: Sequence[Path], sources: Sequence[str] | None = None, batch_size: int = 8
+    ) -> Iterator[ProcessedImage]:
+        """Recognize faces in many image files, in order: files are decoded in a thread
+        while the previous batch is in the models, and the faces of a whole batch go through
+        the extractor in one forward. An unreadable file is reported, not raised."""
+        names = list(sources) if sources is not None else [str(p) for p in paths]
+
+        def load() -> Iterator[ProcessedImage]:
+            for path, name in zip(paths, names, strict=True):
+                try:
+                    yield ProcessedImage(path, name, image=read_image(path))
+                except InputError as exc:
+                    yield ProcessedImage(path, name, error=exc)
+
+        with Prefetcher(load, depth=2 * batch_size, name="facefleet-images") as reader:
+            for batch in reader.batches(batch_size):
+                readable = [item for item in batch if item.image is not None]
+                faces = self.recognize([item.image for item in readable])  # type: ignore[misc]
+                for item, found in zip(readable, faces, strict=True):
+                    item.result = self._image_result(item.image, found, item.source)  # type: ignore[arg-type]
+                yield from batch
+
+    def _image_result(self, image: np.ndarray, faces: list[FaceResult], source: str) -> ImageResult:
+        return ImageResult(
+            source=source,
             width=int(image.shape[1]),
             height=int(image.shape[0]),
             model=self.model_info(),
             faces=faces,
         )
-        return result, image
+
+
+@dataclass
+class ProcessedImage:
+    """One input of `FacePipeline.process_images`: its result, or why it could not be read."""
+
+    path: Path
+    source: str
+    image: np.ndarray | None = None
+    result: ImageResult | None = None
+    error: InputError | None = None
 
 
 def build_pipeline(
@@ -110,10 +156,14 @@ def build_pipeline(
 ) -> tuple[FacePipeline, list[EnrollIssue]]:
     """Load the models named by `settings` once. Raises FacefleetError subclasses."""
     device = resolve_device(settings.device)
+    if settings.threads:
+        limit_threads(settings.threads)
     detector = detector_from_settings(settings, device)
     model_path = settings.resolved_model_path()
     embedder = (
-        FaceEmbedder.from_checkpoint(model_path, device, settings.batch_size)
+        FaceEmbedder.from_checkpoint(
+            model_path, device, settings.batch_size, settings.extractor_runtime, settings.threads
+        )
         if model_path
         else None
     )

@@ -33,11 +33,13 @@ KEEP_MODELS = 2  # the current extractor and the one before it, for jobs still r
 
 class ModelRegistry:
     def __init__(self, settings: Settings, store: ObjectStore) -> None:
-        from core.device import resolve_device
+        from core.device import limit_threads, resolve_device
 
         self.settings = settings
         self.store = store
         self.device = resolve_device(settings.device)
+        if settings.threads:
+            limit_threads(settings.threads)
         self._lock = threading.RLock()
         self._detector: Detector | None = None
         self._embedders: dict[str, FaceEmbedder] = {}
@@ -102,7 +104,13 @@ class ModelRegistry:
     def _load(self, path: Path) -> FaceEmbedder:
         from core.embedding import FaceEmbedder
 
-        return FaceEmbedder.from_checkpoint(path, self.device, self.settings.batch_size)
+        return FaceEmbedder.from_checkpoint(
+            path,
+            self.device,
+            self.settings.batch_size,
+            self.settings.extractor_runtime,
+            self.settings.threads,
+        )
 
     def _remember(self, embedder: FaceEmbedder) -> None:
         self._embedders[embedder.model_id] = embedder

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
         description="Second landmark pass on de-rotated faces (more accurate on tilted faces).",
     )
     batch_size: int = Field(default=32, ge=1)
+    extractor_runtime: Literal["auto", "torch", "onnx"] = Field(
+        default="auto",
+        description="auto: ONNX Runtime on the CPU (about 3x faster), torch fp16 on CUDA.",
+    )
     device: DeviceName = "auto"
 
     cache_dir: Path = Field(
@@ -113,11 +117,12 @@ class Settings(BaseSettings):
     retrain_interval_s: float | None = Field(
         default=None, gt=0, description="Retrain every this many seconds (instead of cron)."
     )
-    worker_threads: int | None = Field(
+    threads: int | None = Field(
         default=None,
         ge=1,
-        description="torch/OpenCV threads per worker process; default: cores / processes. "
-        "Set it when several workers share one machine.",
+        description="CPU threads for the models (torch, ONNX Runtime, OpenCV) per process; "
+        "default: every core in-process, cores / processes in a worker. Set it when several "
+        "workers share one machine.",
     )
     worker_warmup: bool = Field(
         default=True, description="Load and run the models once when a worker process starts."

@@ -8,8 +8,6 @@ OpenCV's pip wheels cannot write H.264, so cv2.VideoWriter is never used for del
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -22,6 +20,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from core.errors import InputError, require_input_file
+from core.prefetch import Prefetcher
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg"})
 
@@ -149,65 +148,13 @@ def probe(path: Path) -> VideoInfo:
     )
 
 
-class BackgroundReader:
-    """Decodes in a thread so the models always have the next batch waiting."""
-
-    _END = object()
-
-    def __init__(
-        self,
-        path: Path,
-        start: int = 0,
-        end: int | None = None,
-        prefetch: int = 64,
-        offset: int = 0,
-    ):
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=prefetch)
-        self._error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(path, start, end, offset), name="facefleet-decode", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, path: Path, start: int, end: int | None, offset: int) -> None:
-        try:
-            for frame in read_frames(path, start, end, offset):
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(frame, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
-                    return
-        except BaseException as exc:  # re-raised in the consumer's thread
-            self._error = exc
-        finally:
-            self._queue.put(self._END)
-
-    def batches(self, size: int) -> Iterator[list[VideoFrame]]:
-        batch: list[VideoFrame] = []
-        while True:
-            item = self._queue.get()
-            if item is self._END:
-                break
-            batch.append(item)  # type: ignore[arg-type]
-            if len(batch) == size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-        if self._error is not None:
-            raise self._error
-
-    def close(self) -> None:
-        self._stop.set()
-        while self._thread.is_alive():
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                self._thread.join(timeout=0.1)
+def background_reader(
+    path: Path, start: int = 0, end: int | None = None, prefetch: int = 64, offset: int = 0
+) -> Prefetcher[VideoFrame]:
+    """`read_frames` decoding in a thread, so the models always have the next batch waiting."""
+    return Prefetcher(
+        lambda: read_frames(path, start, end, offset), depth=prefetch, name="facefleet-decode"
+    )
 
 
 class H264Writer:

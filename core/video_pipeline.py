@@ -29,7 +29,7 @@ from core.schemas import (
     VideoResult,
 )
 from core.tracking import FaceTracker, associate, iou_matrix
-from core.video import BackgroundReader, H264Writer, VideoInfo, mux, read_frames
+from core.video import H264Writer, VideoInfo, background_reader, mux, read_frames
 
 MIN_TRACK_FACES = 3  # tracks seen fewer times are named only when clearly above threshold
 SHORT_TRACK_MARGIN = 0.05
@@ -83,7 +83,7 @@ def analyze(
     tracker = FaceTracker(max_gap=max_gap * every)
     times: list[float] = []
     faces: list[ChunkFace] = []
-    reader = BackgroundReader(video, start, end, offset=offset)
+    reader = background_reader(video, start, end, offset=offset)
     try:
         for batch in reader.batches(batch_size):
             times.extend(f.time_s for f in batch)

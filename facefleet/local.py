@@ -97,26 +97,41 @@ def process_inputs(args: argparse.Namespace) -> int:
         transient=True,
     )
     done = 0
+    images = [item for item in items if not item.is_video]
+    videos = [item for item in items if item.is_video]
     with progress:
         overall = progress.add_task("inputs", total=len(items), rate="")
-        for item in items:
-            name = display_path(item.path.name)[:40]
-            progress.update(overall, description=name)
+        # Images first, batched through the models; then each video.
+        processed = pipeline.process_images(
+            [item.path for item in images], [display_path(item.path) for item in images]
+        )
+        for item, outcome in zip(images, processed, strict=True):
+            progress.update(overall, description=display_path(item.path.name)[:40])
+            target = out_dir / item.output_stem
+            try:
+                if outcome.error is not None:
+                    raise outcome.error
+                assert outcome.result is not None and outcome.image is not None
+                target.parent.mkdir(parents=True, exist_ok=True)
+                write_image(
+                    target.with_name(target.name + ".jpg"),
+                    draw_faces(outcome.image, outcome.result.faces),
+                )
+                _write_json(
+                    target.with_name(target.name + ".json"),
+                    outcome.result.model_dump_json(indent=2),
+                )
+                done += 1
+            except FacefleetError as exc:
+                failed += 1
+                _error(str(exc))
+            progress.advance(overall)
+        for item in videos:
+            progress.update(overall, description=display_path(item.path.name)[:40])
             target = out_dir / item.output_stem
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                if item.is_video:
-                    _process_video(item.path, target, pipeline, args, progress)
-                else:
-                    result, image = pipeline.process_image(
-                        item.path, source=display_path(item.path)
-                    )
-                    write_image(
-                        target.with_name(target.name + ".jpg"), draw_faces(image, result.faces)
-                    )
-                    _write_json(
-                        target.with_name(target.name + ".json"), result.model_dump_json(indent=2)
-                    )
+                _process_video(item.path, target, pipeline, args, progress)
                 done += 1
             except FacefleetError as exc:
                 failed += 1

@@ -66,7 +66,9 @@ def evaluate(args: argparse.Namespace) -> int:
     try:
         from core.device import resolve_device
 
-        embedder = FaceEmbedder.from_checkpoint(model_path, resolve_device(settings.device), 256)
+        embedder = FaceEmbedder.from_checkpoint(
+            model_path, resolve_device(settings.device), 256, settings.extractor_runtime
+        )
         report = evaluate_model(
             embedder,
             Path(args.lfw),

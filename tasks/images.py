@@ -8,7 +8,6 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from core.errors import FacefleetError
 from core.jobs import ChunkPlan, ImageChunkResult, ImageOutcome, JobPlan
 from tasks.app import app
 from tasks.common import JobTask, fan_out
@@ -49,32 +48,35 @@ def recognize_images(self: JobTask, job_id: str, k: int) -> None:
     plan, spec = self.plan_of(job), job.spec()
     pipeline = rt.registry.pipeline(plan.model_id, spec.gallery, spec.options)
     outcomes, written = [], []
+    numbers = plan.chunks[k].inputs
+    items = [spec.inputs[number] for number in numbers]
     with tempfile.TemporaryDirectory(prefix="facefleet-images-") as tmp:
-        for number in plan.chunks[k].inputs:
-            item = spec.inputs[number]
-            local = rt.store.get_file(item.key, Path(tmp) / f"{number}{Path(item.key).suffix}")
-            try:
-                result, image = pipeline.process_image(local, source=item.source)
-            except FacefleetError as exc:
-                reason = str(exc).split(": ", 1)[-1]
+        # The chunk's files are fetched first, then recognized as one batch.
+        paths = [
+            rt.store.get_file(item.key, Path(tmp) / f"{number}{Path(item.key).suffix}")
+            for number, item in zip(numbers, items, strict=True)
+        ]
+        processed = pipeline.process_images(paths, [item.source for item in items])
+        for number, item, done in zip(numbers, items, processed, strict=True):
+            if done.error is not None or done.result is None or done.image is None:
+                reason = str(done.error).split(": ", 1)[-1]
                 outcomes.append(
                     ImageOutcome(input=number, name=item.name, error=f"{item.source}: {reason}")
                 )
                 continue
-            finally:
-                local.unlink(missing_ok=True)
+            faces = done.result.faces
             jpg, json_key = keys.part(k, f"{item.name}.jpg"), keys.part(k, f"{item.name}.json")
-            rt.store.put_bytes(jpg, encode_jpeg(draw_faces(image, result.faces)), "image/jpeg")
+            rt.store.put_bytes(jpg, encode_jpeg(draw_faces(done.image, faces)), "image/jpeg")
             rt.store.put_bytes(
-                json_key, result.model_dump_json(indent=2).encode(), "application/json"
+                json_key, done.result.model_dump_json(indent=2).encode(), "application/json"
             )
             written += [jpg, json_key]
             outcomes.append(
                 ImageOutcome(
                     input=number,
                     name=item.name,
-                    faces=len(result.faces),
-                    identities=sorted({f.identity for f in result.faces if f.identity}),
+                    faces=len(faces),
+                    identities=sorted({f.identity for f in faces if f.identity}),
                 )
             )
     rt.store.put_model(keys.chunk_result(k), ImageChunkResult(outcomes=outcomes))

@@ -100,7 +100,7 @@ def running_cluster(
     # Worker processes share this machine's cores: one thread each, no oversubscription.
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     cluster = Cluster(
-        workdir, {**stack.stack_env(workdir), "FACEFLEET_WORKER_THREADS": threads, **(env or {})}
+        workdir, {**stack.stack_env(workdir), "FACEFLEET_THREADS": threads, **(env or {})}
     )
     (workdir / "logs").mkdir(exist_ok=True)
     try:

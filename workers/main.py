@@ -36,8 +36,9 @@ def run_worker(
     from workers.warmup import threads_per_process
 
     # Set before torch is imported in the pool processes, so no process oversubscribes.
-    threads = settings.worker_threads or threads_per_process(concurrency)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    threads = settings.threads or threads_per_process(concurrency)
+    # The pool processes read their settings (FACEFLEET_THREADS) from the environment.
+    for var in ("FACEFLEET_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     os.environ.setdefault("YOLO_OFFLINE", "1")
     import workers.warmup  # noqa: F401  (connects the warm-up signal)

@@ -18,21 +18,14 @@ def threads_per_process(processes: int, cores: int | None = None) -> int:
     return max(1, cores // max(1, processes))
 
 
-def limit_threads(threads: int) -> None:
-    import cv2
-    import torch
-
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(threads)
-
-
 @worker_process_init.connect
 def _warm_up(**_: object) -> None:
+    from core.device import limit_threads
     from tasks.runtime import get_runtime
 
-    threads = int(os.environ.get("OMP_NUM_THREADS", "0")) or threads_per_process(1)
-    limit_threads(threads)
     runtime = get_runtime()
+    threads = runtime.settings.threads or threads_per_process(1)
+    limit_threads(threads)
     if not runtime.settings.worker_warmup:
         return
     try:

@@ -46,6 +46,7 @@ def detector_from_settings(settings: Settings, device: str = "cpu") -> Detector:
         weights=settings.detector_weights,
         device=device,
         config_dir=settings.yolo_config_dir,
+        threads=settings.threads,
     )
     return create_detector(settings.detector, config)
 

@@ -24,6 +24,7 @@ class DetectorConfig:
     weights: Path | None = None
     device: str = "cpu"
     config_dir: Path | None = None
+    threads: int | None = None  # intra-op threads; None: the runtime's default (every core)
 
 
 @runtime_checkable

@@ -1,0 +1,439 @@
+"""facefleet against the straightforward per-frame loop, on the same models, in one run.
+
+    .venv/bin/python bench/speed.py [--video PATH --gallery DIR] [--images DIR]
+                                    [--repeat 3] [--chunk-frames 64] [--no-stack]
+
+Modes, each in a fresh process so peak memory is its own:
+  baseline      the seed's loop: cv2.VideoCapture reads a frame, the detector runs on that
+                frame, each face is aligned, embedded and matched on its own, the frame is
+                drawn and written with cv2.VideoWriter (mp4v). Same detector, landmark
+                refinement, extractor, gallery and threshold as facefleet.
+  in-process    `run_video`, as `facefleet process` runs it: threaded decode, batched
+                detection and embedding, tracking, H.264 output with audio.
+  stack 1 / 2   the same job submitted to the local stack (real Redis, SeaweedFS, worker
+                processes), warm workers, wall time from submit to done.
+and for image batches: the same loop over image files (cv2.imread, one detector call and
+one extractor call per face) against `FacePipeline.process_images`.
+
+Wall times exclude model loading (reported separately as load_s). Every mode runs
+`--repeat` times; the table gives the median. Results: bench/results/speed.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from core.settings import get_settings  # noqa: E402
+
+if TYPE_CHECKING:
+    from core.pipeline import FacePipeline
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _pipeline(gallery: Path) -> tuple[FacePipeline, float]:
+    from core.pipeline import build_pipeline
+
+    started = time.perf_counter()
+    pipeline, _ = build_pipeline(get_settings(), gallery)
+    return pipeline, time.perf_counter() - started
+
+
+# ---- the modes, each run inside its own process --------------------------------------------
+
+
+def baseline_video(video: Path, gallery: Path, out: Path) -> dict:
+    import cv2
+
+    from core.alignment import align_face
+    from core.drawing import draw_faces
+    from core.schemas import FaceResult
+
+    pipeline, load_s = _pipeline(gallery)
+    assert pipeline.embedder is not None
+    started = time.perf_counter()
+    capture = cv2.VideoCapture(str(video))
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    writer = None
+    frames = faces = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        if writer is None:
+            height, width = frame.shape[:2]
+            fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+            writer = cv2.VideoWriter(str(out / "baseline.mp4"), fourcc, fps, (width, height))
+        results = []
+        for det in pipeline.detect([frame])[0]:
+            crop = align_face(frame, det, pipeline.align_size)
+            vector = pipeline.embedder.embed(crop[None])
+            (match,) = pipeline.match(vector)
+            results.append(FaceResult.from_detection(det, match))
+        writer.write(draw_faces(frame, results))
+        frames += 1
+        faces += len(results)
+    capture.release()
+    if writer is not None:
+        writer.release()
+    return {
+        "wall_s": time.perf_counter() - started,
+        "frames": frames,
+        "faces": faces,
+        "load_s": load_s,
+    }
+
+
+def inprocess_video(video: Path, gallery: Path, out: Path) -> dict:
+    from core.video_pipeline import run_video
+
+    pipeline, load_s = _pipeline(gallery)
+    started = time.perf_counter()
+    result = run_video(video, pipeline, out / "facefleet.mp4")
+    wall = time.perf_counter() - started
+    faces = sum(1 for f in result.frames for face in f.faces if not face.interpolated)
+    return {"wall_s": wall, "frames": result.frame_count, "faces": faces, "load_s": load_s}
+
+
+IMAGE_ROUNDS = 4  # the photos of the folder, this many times over: enough work to time
+
+
+def _images(folder: Path) -> list[Path]:
+    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    return found * IMAGE_ROUNDS
+
+
+def baseline_images(images: Path, gallery: Path, out: Path) -> dict:
+    import cv2
+
+    from core.alignment import align_face
+    from core.drawing import draw_faces
+    from core.schemas import FaceResult
+
+    pipeline, load_s = _pipeline(gallery)
+    assert pipeline.embedder is not None
+    paths = _images(images)
+    started = time.perf_counter()
+    faces = 0
+    for i, path in enumerate(paths):
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        results = []
+        for det in pipeline.detect([image])[0]:
+            vector = pipeline.embedder.embed(align_face(image, det, pipeline.align_size)[None])
+            (match,) = pipeline.match(vector)
+            results.append(FaceResult.from_detection(det, match))
+        cv2.imwrite(str(out / f"{i:05d}.jpg"), draw_faces(image, results))
+        faces += len(results)
+    return {
+        "wall_s": time.perf_counter() - started,
+        "images": len(paths),
+        "faces": faces,
+        "load_s": load_s,
+    }
+
+
+def inprocess_images(images: Path, gallery: Path, out: Path) -> dict:
+    from core.drawing import draw_faces
+    from core.images import write_image
+
+    pipeline, load_s = _pipeline(gallery)
+    paths = _images(images)
+    started = time.perf_counter()
+    faces = 0
+    for i, item in enumerate(pipeline.process_images(paths)):
+        assert item.result is not None and item.image is not None, item.error
+        write_image(out / f"{i:05d}.jpg", draw_faces(item.image, item.result.faces))
+        faces += len(item.result.faces)
+    return {
+        "wall_s": time.perf_counter() - started,
+        "images": len(paths),
+        "faces": faces,
+        "load_s": load_s,
+    }
+
+
+MODES = {
+    "baseline-video": baseline_video,
+    "inprocess-video": inprocess_video,
+    "baseline-images": baseline_images,
+    "inprocess-images": inprocess_images,
+}
+
+
+def run_mode(mode: str, source: Path, gallery: Path) -> dict:
+    """One repetition of a mode in a fresh interpreter; returns its measurements."""
+    with tempfile.TemporaryDirectory(prefix="facefleet-bench-") as tmp:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--one", mode, str(source), str(gallery), tmp],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if proc.returncode != 0:
+        raise SystemExit(f"{mode} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---- the local stack ----------------------------------------------------------------------
+
+
+def through_stack(video: Path, gallery: Path, chunk: int, workers: int, repeat: int) -> list[dict]:
+    sys.path.insert(0, str(REPO / "deploy"))
+    import stack
+
+    from core.settings import Settings
+    from facefleet.client import Client
+
+    with tempfile.TemporaryDirectory(prefix="facefleet-bench-") as tmp:
+        workdir = Path(tmp)
+        stack.up(workdir, services_only=True)
+        env = stack.stack_env(workdir)
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        procs = []
+        try:
+            for i in range(workers):
+                log = open(workdir / f"w{i}.log", "wb")  # noqa: SIM115 - lives with the worker
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            str(Path(sys.executable).with_name("facefleet")),
+                            "worker",
+                            "--queues",
+                            "gpu,cpu",
+                            "--hostname",
+                            f"bench{i}@%h",
+                        ],
+                        env={**os.environ, **env, "FACEFLEET_THREADS": threads},
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+            client = Client(
+                Settings(**{k.removeprefix("FACEFLEET_").lower(): v for k, v in env.items()})
+            )
+            for person in sorted(gallery.iterdir()):
+                client.gallery.enroll(person.name, sorted(person.iterdir()))  # waits: warm
+            runs = []
+            for _ in range(repeat):
+                started = time.perf_counter()
+                job = client.submit_video(video, chunk_frames=chunk)
+                status = job.wait(timeout=3600)
+                wall = time.perf_counter() - started
+                if status.state != "done":
+                    raise SystemExit(f"stack job {status.state}: {status.message}")
+                runs.append({"wall_s": wall, "peak_rss_mb": _tree_peak_rss_mb(procs)})
+            return runs
+        finally:
+            for proc in procs:
+                stack.stop_pid(proc.pid, 30)
+            stack.down(workdir)
+
+
+def _tree_peak_rss_mb(procs: list[subprocess.Popen]) -> float:
+    """The largest peak RSS among the worker processes and their pool children."""
+    peak = 0.0
+    pids = [p.pid for p in procs]
+    for pid in list(pids):
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        if children.exists():
+            pids += [int(c) for c in children.read_text().split()]
+    for pid in pids:
+        status = Path(f"/proc/{pid}/status")
+        if status.exists():
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) / 1024)
+    return peak
+
+
+# ---- report -------------------------------------------------------------------------------
+
+
+def _cpu_name() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _median(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def _table(runs_by_name: dict[str, list[dict]], unit: str, count: int, faces: int) -> list[str]:
+    """Median wall time, rate, faces/s, peak RSS and the ratio to the baseline per run."""
+    base = _median(runs_by_name["baseline"], "wall_s")
+    lines = [
+        f"| run | wall s | {unit}/s | faces/s | peak RSS MB | vs baseline |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, runs in runs_by_name.items():
+        wall = _median(runs, "wall_s")
+        rss = max(r["peak_rss_mb"] for r in runs)
+        lines.append(
+            f"| {name} | {wall:.2f} | {count / wall:.1f} | {faces / wall:.1f} | {rss:.0f} "
+            f"| {base / wall:.2f}× |"
+        )
+    return lines
+
+
+def report(video_runs: dict[str, list[dict]], image_runs: dict[str, list[dict]], meta: dict) -> str:
+    frames, faces = meta["frames"], meta["faces"]
+    lines = [
+        f"Video: {meta['video']} ({meta['width']}×{meta['height']}, {frames} frames, "
+        f"{faces} faces detected); {meta['cpu']}, {meta['cores']} cores; median of "
+        f"{meta['repeat']} runs.",
+        "",
+        *_table(video_runs, "frames", frames, faces),
+    ]
+    if image_runs:
+        first = next(iter(image_runs.values()))[0]
+        lines += [
+            "",
+            f"Images: {meta['images_dir']} ({first['images']} files, {first['faces']} faces).",
+            "",
+            *_table(image_runs, "images", first["images"], first["faces"]),
+        ]
+    return "\n".join(lines)
+
+
+def make_minute_clip(videos: Path, out: Path, seconds: float = 60.0) -> tuple[Path, Path]:
+    """Every clip of the data set scaled to 640×360 and played in turn until `seconds` of
+    30 fps video are made; with one gallery holding the people of every case."""
+    import cv2
+
+    from core.video import H264Writer, read_frames
+
+    clips = sorted(p for p in videos.glob("*/*.mp4"))
+    wanted, written = int(seconds * 30), 0
+    clip = out / "minute.mp4"
+    with H264Writer(clip, 640, 360, 30.0, crf=18) as writer:
+        while written < wanted:
+            for source in clips:
+                for frame in read_frames(source):
+                    writer.write(cv2.resize(frame.image, (640, 360), interpolation=cv2.INTER_AREA))
+                    written += 1
+                    if written == wanted:
+                        break
+                if written == wanted:
+                    break
+    gallery = out / "gallery"
+    for person in sorted(videos.glob("*/gallery/*")):
+        target = gallery / person.name
+        target.mkdir(parents=True, exist_ok=True)
+        for image in person.iterdir():
+            link = target / f"{person.parent.parent.name}-{image.name}"
+            if not link.exists():
+                link.symlink_to(image.resolve())
+    return clip, gallery
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--one":
+        mode, source, gallery, out = sys.argv[2:6]
+        result = MODES[mode](Path(source), Path(gallery), Path(out))
+        result["peak_rss_mb"] = _peak_rss_mb()
+        print(json.dumps(result))
+        return 0
+
+    data = get_settings().test_data
+    case = data / "videos" / "hamilton_whitehouse"
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--video", type=Path, default=case / "short_hamilton_clip.mp4")
+    parser.add_argument("--gallery", type=Path, default=case / "gallery")
+    parser.add_argument(
+        "--images",
+        type=Path,
+        default=data / "images",
+        help="folder of photos for the image-batch runs (searched recursively)",
+    )
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--chunk-frames", type=int, default=64)
+    parser.add_argument(
+        "--one-minute",
+        action="store_true",
+        help="instead of --video: every data-set clip at 640×360 in turn, 60 s (the "
+        "batch system's overhead on a longer job)",
+    )
+    parser.add_argument("--no-stack", action="store_true", help="skip the local-stack runs")
+    parser.add_argument("--no-images", action="store_true", help="skip the image-batch runs")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "speed")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="facefleet-speed-"))
+    if args.one_minute:
+        if not (data / "videos").is_dir():
+            parser.error(f"{data / 'videos'} does not exist (set FACEFLEET_TEST_DATA)")
+        print("making the one-minute clip", file=sys.stderr)
+        args.video, args.gallery = make_minute_clip(data / "videos", workdir)
+    for path in (args.video, args.gallery):
+        if not path.exists():
+            parser.error(f"{path} does not exist (set FACEFLEET_TEST_DATA or pass it)")
+
+    from core.video import probe
+
+    info = probe(args.video)
+    video_runs: dict[str, list[dict]] = {"baseline": [], "in-process": []}
+    image_runs: dict[str, list[dict]] = {}
+    if not args.no_images and args.images.is_dir():
+        image_runs = {"baseline": [], "in-process": []}
+    for i in range(args.repeat):
+        # Interleaved, so a slow spell of a noisy machine hits every mode alike.
+        print(f"round {i + 1}/{args.repeat}", file=sys.stderr)
+        video_runs["baseline"].append(run_mode("baseline-video", args.video, args.gallery))
+        video_runs["in-process"].append(run_mode("inprocess-video", args.video, args.gallery))
+        if image_runs:
+            image_runs["baseline"].append(run_mode("baseline-images", args.images, args.gallery))
+            image_runs["in-process"].append(run_mode("inprocess-images", args.images, args.gallery))
+    if not args.no_stack:
+        for workers in (1, 2):
+            name = f"stack, {workers} worker{'s' if workers > 1 else ''}"
+            video_runs[name] = through_stack(
+                args.video, args.gallery, args.chunk_frames, workers, args.repeat
+            )
+    meta = {
+        "video": args.video.name,
+        "width": info.width,
+        "height": info.height,
+        "frames": info.frame_count,
+        "faces": video_runs["in-process"][0]["faces"],
+        "images_dir": str(args.images),
+        "repeat": args.repeat,
+        "chunk_frames": args.chunk_frames,
+        "cores": os.cpu_count(),
+        "cpu": _cpu_name(),
+    }
+    table = report(video_runs, image_runs, meta)
+    print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(
+        json.dumps({"meta": meta, "video": video_runs, "images": image_runs}, indent=2)
+    )
+    args.out.with_suffix(".md").write_text(table + "\n")
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
