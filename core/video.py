@@ -8,9 +8,10 @@ OpenCV's pip wheels cannot write H.264, so cv2.VideoWriter is never used for del
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import islice
 from pathlib import Path
 from types import TracebackType
 
@@ -71,14 +72,10 @@ def _rotate(image: np.ndarray, rotation: int) -> np.ndarray:
     return cv2.rotate(image, code) if code is not None else image
 
 
-def read_frames(
+def _decode(
     path: Path, start: int = 0, end: int | None = None, offset: int = 0
-) -> Iterator[VideoFrame]:
-    """Frames `start` <= index < `end` in decode order. A corrupt tail ends the iteration
-    (what decoded is kept) instead of raising; a file that decodes nothing raises.
-
-    `offset` is the index of the file's first frame: a chunk cut from a longer video keeps
-    the frame numbers of its source."""
+) -> Iterator[tuple[int, float, av.VideoFrame]]:
+    """(index, time_s, decoded frame) for `start` <= index < `end`; see `read_frames`."""
     container = _open(path)
     try:
         stream = container.streams.video[0]
@@ -97,13 +94,28 @@ def read_frames(
                 time_s = (
                     float((frame.pts - origin) * base) if frame.pts is not None else index / fps
                 )
-                image = frame.to_ndarray(format="bgr24")
-                yield VideoFrame(index, time_s, _rotate(image, frame.rotation or 0))
+                yield index, time_s, frame
         except av.error.FFmpegError:
             if index < offset:
                 raise InputError(f"{path}: no decodable video frames") from None
     finally:
         container.close()
+
+
+def _to_bgr(frame: av.VideoFrame) -> np.ndarray:
+    return _rotate(frame.to_ndarray(format="bgr24"), frame.rotation or 0)
+
+
+def read_frames(
+    path: Path, start: int = 0, end: int | None = None, offset: int = 0
+) -> Iterator[VideoFrame]:
+    """Frames `start` <= index < `end` in decode order. A corrupt tail ends the iteration
+    (what decoded is kept) instead of raising; a file that decodes nothing raises.
+
+    `offset` is the index of the file's first frame: a chunk cut from a longer video keeps
+    the frame numbers of its source."""
+    for index, time_s, frame in _decode(path, start, end, offset):
+        yield VideoFrame(index, time_s, _to_bgr(frame))
 
 
 def probe(path: Path) -> VideoInfo:
@@ -242,32 +254,103 @@ def mux(video_parts: Sequence[Path], out: Path, audio_from: Path | None = None) 
     tmp.replace(out)
 
 
-def write_lossless(path: Path, frames: Iterable[np.ndarray], fps: float) -> int:
-    """Encode BGR frames so that decoding gives back exactly the same pixels (H.264 RGB,
-    qp 0): video chunks for workers, who must see the frames an in-process run sees.
-    Returns the number of frames written."""
-    count = 0
-    container = av.open(str(path), "w", format="matroska")
+# 8-bit YUV layouts libx264 stores losslessly as they are.
+_LOSSLESS_YUV = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})
+_COLOUR_FIELDS = ("colorspace", "color_range", "color_primaries", "color_trc")
+
+
+@dataclass(frozen=True)
+class LosslessChunk:
+    index: int
+    start: int
+    end: int  # exclusive
+    times: list[float]
+    path: Path | None  # None when the chunk was not wanted (decoded past, not written)
+
+
+class _LosslessWriter:
+    """One chunk file. 8-bit YUV frames without rotation are stored as decoded (qp 0, the
+    source's colour metadata), so converting them to BGR gives the same pixels as converting
+    the source's; anything else is stored as its BGR pixels (H.264 RGB, qp 0)."""
+
+    def __init__(
+        self, path: Path, fps: float, first: av.VideoFrame, colour: dict[str, object]
+    ) -> None:
+        self.yuv = first.format.name in _LOSSLESS_YUV and not (first.rotation or 0) % 360
+        self._container = av.open(str(path), "w", format="matroska")
+        rate = Fraction(fps).limit_denominator(1001000) if fps > 0 else Fraction(25)
+        self._stream = self._container.add_stream(
+            "libx264" if self.yuv else "libx264rgb", rate=rate
+        )
+        if self.yuv:
+            self._stream.width, self._stream.height = first.width, first.height
+            self._stream.pix_fmt = first.format.name
+            for field, value in colour.items():
+                setattr(self._stream.codec_context, field, value)
+        else:
+            image = _to_bgr(first)
+            self._stream.width, self._stream.height = image.shape[1], image.shape[0]
+            self._stream.pix_fmt = "bgr24"
+        # ultrafast: several hundred frames/s at 640x360 on one core.
+        self._stream.options = {"qp": "0", "preset": "ultrafast"}
+
+    def write(self, frame: av.VideoFrame) -> None:
+        if self.yuv:
+            frame.pts = None  # the encoder numbers frames itself; times travel in ChunkMeta
+            frame.pict_type = av.video.frame.PictureType.NONE
+        else:
+            frame = av.VideoFrame.from_ndarray(_to_bgr(frame), format="bgr24")
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+
+    def close(self) -> None:
+        try:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+        finally:
+            self._container.close()
+
+
+def cut_lossless(
+    path: Path,
+    ranges: Sequence[tuple[int, int]],
+    out_dir: Path,
+    wanted: Callable[[int], bool] = lambda k: True,
+) -> Iterator[LosslessChunk]:
+    """Decode `path` once and write each frame range [start, end) as its own lossless file
+    (`out_dir/chunk-<k>.mkv`), yielded as soon as it is complete. `read_frames` on a chunk
+    (offset = its start) gives exactly the BGR frames it gives on the source, whatever the
+    source's keyframes, container or rotation. A chunk for which `wanted(k)` is false is
+    decoded past but not written. The last range ends where decoding ends."""
+    container = _open(path)
     try:
-        stream: av.VideoStream | None = None
-        for image in frames:
-            if stream is None:
-                rate = Fraction(fps).limit_denominator(1001000) if fps > 0 else Fraction(25)
-                stream = container.add_stream("libx264rgb", rate=rate)
-                stream.width, stream.height = int(image.shape[1]), int(image.shape[0])
-                stream.pix_fmt = "bgr24"
-                # ultrafast: ~500 frames/s at 640x360 on one core; the chunk is ~45x the
-                # size of a typical source, deleted once the job is finished.
-                stream.options = {"qp": "0", "preset": "ultrafast"}
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
-                container.mux(packet)
-            count += 1
-        if stream is not None:
-            for packet in stream.encode():
-                container.mux(packet)
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 0)
+        context = stream.codec_context
+        colour = {f: getattr(context, f) for f in _COLOUR_FIELDS if hasattr(context, f)}
     finally:
         container.close()
-    return count
+    frames = _decode(path, ranges[0][0] if ranges else 0, ranges[-1][1] if ranges else 0)
+    try:
+        for k, (start, end) in enumerate(ranges):
+            target = out_dir / f"chunk-{k:05d}.mkv"
+            writer: _LosslessWriter | None = None
+            times: list[float] = []
+            want = wanted(k)
+            try:
+                for _, time_s, frame in islice(frames, end - start):
+                    if want:
+                        writer = writer or _LosslessWriter(target, fps, frame, colour)
+                        writer.write(frame)
+                    times.append(time_s)
+            finally:
+                if writer is not None:
+                    writer.close()
+            if not times:
+                return
+            yield LosslessChunk(k, start, start + len(times), times, target if want else None)
+    finally:
+        frames.close()
 
 
 def check_video_header(path: Path) -> int:

@@ -2,12 +2,13 @@
 
 plan_video → group(analyze_chunk) → merge_video → group(render_chunk) → finalize_video
 
-Chunks are stored as separate objects: each range of frames re-encoded losslessly
-(H.264 RGB, qp 0) with its frame numbers and times beside it. Decoding a chunk gives
-exactly the pixels an in-process run decodes, so cluster and in-process results agree;
-and a worker never depends on the source's keyframe layout, a container that lies about
-its frame count, or rotation metadata (already applied). The price is size (about 45× a
-typical H.264 source at 360p); chunks are deleted when the job ends.
+Chunks are stored as separate objects: each range of frames re-encoded losslessly with
+its frame numbers and times beside it (`core.video.cut_lossless`: the decoded YUV planes
+at qp 0, or the BGR pixels for rotated or unusual sources). Decoding a chunk gives exactly
+the pixels an in-process run decodes, so cluster and in-process results agree; and a
+worker never depends on the source's keyframe layout, a container that lies about its
+frame count, or rotation metadata. The price is size (about 15× a typical H.264 source at
+360p); chunks are deleted when the job ends.
 
 Every task writes deterministic keys and returns early when its output exists or the job
 has ended, so a redelivered or duplicated task is harmless.
@@ -18,7 +19,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from itertools import islice
 from pathlib import Path
 
 from core.errors import InputError
@@ -34,7 +34,7 @@ log = logging.getLogger("facefleet.tasks.video")
 @app.task(base=JobTask, bind=True, name="facefleet.plan_video")
 def plan_video(self: JobTask, job_id: str) -> None:
     """Probe the input, cut it into lossless chunks, then start the analysis chord."""
-    from core.video import probe, read_frames, write_lossless
+    from core.video import cut_lossless, probe
     from core.video_pipeline import frame_ranges
 
     rt = get_runtime()
@@ -61,21 +61,22 @@ def plan_video(self: JobTask, job_id: str) -> None:
         ranges = frame_ranges(
             info.frame_count, spec.options.chunk_frames or rt.settings.chunk_frames
         )
-        frames = read_frames(local)
         chunks = []
-        for k, (start, end) in enumerate(ranges):
-            part = list(islice(frames, end - start))
-            if not part:
-                break
-            meta = ChunkMeta(start=start, end=start + len(part), times=[f.time_s for f in part])
-            chunks.append(ChunkPlan(index=k, start=meta.start, end=meta.end))
-            if rt.store.exists(keys.chunk_meta(k)):
-                continue  # cut before a redelivery: identical content
-            path = Path(tmp) / f"chunk-{k:05d}.mkv"
-            write_lossless(path, (f.image for f in part), info.fps)
-            rt.store.put_file(keys.chunk_video(k), path, "video/x-matroska")
-            rt.store.put_model(keys.chunk_meta(k), meta)
-            path.unlink()
+        cuts = cut_lossless(
+            local,
+            ranges,
+            Path(tmp),
+            # Cut before a redelivery: identical content, already stored.
+            wanted=lambda k: not rt.store.exists(keys.chunk_meta(k)),
+        )
+        for cut in cuts:
+            chunks.append(ChunkPlan(index=cut.index, start=cut.start, end=cut.end))
+            if cut.path is None:
+                continue
+            rt.store.put_file(keys.chunk_video(cut.index), cut.path, "video/x-matroska")
+            meta = ChunkMeta(start=cut.start, end=cut.end, times=cut.times)
+            rt.store.put_model(keys.chunk_meta(cut.index), meta)
+            cut.path.unlink()
     video = info.model_copy(update={"source": source.source, "frame_count": chunks[-1].end})
     plan = JobPlan(
         job_id=job_id,

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 
 from core.errors import InputError
-from core.video import H264Writer, mux, probe, read_frames
+from core.video import H264Writer, cut_lossless, mux, probe, read_frames
 from tests.conftest import make_video
 
 
@@ -84,3 +85,36 @@ def test_real_clips_are_counted_by_decoding(data_root: Path) -> None:
     assert probe(videos / "hamilton_whitehouse" / "short_hamilton_clip.mp4").frame_count == 275
     # The container claims 230 frames; 91 decode.
     assert probe(videos / "obama_curry_whitehouse" / "obama_curry.mp4").frame_count == 91
+
+
+@pytest.mark.parametrize(
+    ("pix_fmt", "rotation", "stored_as"),
+    [("yuv420p", None, "yuv420p"), ("yuv444p", None, "yuv444p"), ("yuv420p", 90, "gbrp")],
+)
+def test_lossless_chunks_decode_to_the_sources_exact_frames(
+    tmp_path: Path, pix_fmt: str, rotation: int | None, stored_as: str
+) -> None:
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (12, 120, 160, 3), dtype=np.uint8)  # worst case for a codec
+    source = make_video(
+        tmp_path / "in.mp4", frames=12, pix_fmt=pix_fmt, rotation=rotation, draw=noise.__getitem__
+    )
+    frames = list(read_frames(source))
+    out = tmp_path / "chunks"
+    out.mkdir()
+    chunks = list(cut_lossless(source, [(0, 5), (5, 10), (10, 20)], out, wanted=lambda k: k != 1))
+
+    assert [(c.start, c.end, c.path is not None) for c in chunks] == [
+        (0, 5, True),
+        (5, 10, False),
+        (10, 12, True),  # the last range ends where decoding ends
+    ]
+    for chunk in (chunks[0], chunks[2]):
+        assert chunk.path is not None
+        with av.open(str(chunk.path)) as container:
+            assert container.streams.video[0].codec_context.pix_fmt == stored_as
+        decoded = list(read_frames(chunk.path, chunk.start, chunk.end, offset=chunk.start))
+        assert [f.index for f in decoded] == list(range(chunk.start, chunk.end))
+        assert chunk.times == [f.time_s for f in frames[chunk.start : chunk.end]]
+        for mine, theirs in zip(decoded, frames[chunk.start : chunk.end], strict=True):
+            assert np.array_equal(mine.image, theirs.image)
