@@ -24,26 +24,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from core.settings import get_settings  # noqa: E402
 
 
 def make_clip(source: Path, out: Path, frames: int, width: int, height: int) -> Path:
     """`source` scaled to width×height and looped to `frames` frames."""
-    import cv2
+    from clips import write_looped
 
-    from core.video import H264Writer, probe, read_frames
+    from core.video import probe
 
-    fps = probe(source).fps
-    written = 0
-    with H264Writer(out, width, height, fps, crf=18) as writer:
-        while written < frames:
-            for frame in read_frames(source):
-                writer.write(cv2.resize(frame.image, (width, height), cv2.INTER_LINEAR))
-                written += 1
-                if written == frames:
-                    break
-    return out
+    return write_looped([source], out, frames, (width, height), probe(source).fps)
 
 
 def video_fps(clip: Path, gallery: Path, device: str, batch: int, out: Path) -> dict:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from core.settings import get_settings  # noqa: E402
 
@@ -322,23 +323,11 @@ def report(video_runs: dict[str, list[dict]], image_runs: dict[str, list[dict]],
 def make_minute_clip(videos: Path, out: Path, seconds: float = 60.0) -> tuple[Path, Path]:
     """Every clip of the data set scaled to 640×360 and played in turn until `seconds` of
     30 fps video are made; with one gallery holding the people of every case."""
-    import cv2
+    from clips import write_looped
 
-    from core.video import H264Writer, read_frames
-
-    clips = sorted(p for p in videos.glob("*/*.mp4"))
-    wanted, written = int(seconds * 30), 0
-    clip = out / "minute.mp4"
-    with H264Writer(clip, 640, 360, 30.0, crf=18) as writer:
-        while written < wanted:
-            for source in clips:
-                for frame in read_frames(source):
-                    writer.write(cv2.resize(frame.image, (640, 360), interpolation=cv2.INTER_AREA))
-                    written += 1
-                    if written == wanted:
-                        break
-                if written == wanted:
-                    break
+    clip = write_looped(
+        sorted(videos.glob("*/*.mp4")), out / "minute.mp4", int(seconds * 30), (640, 360), 30.0
+    )
     gallery = out / "gallery"
     for person in sorted(videos.glob("*/gallery/*")):
         target = gallery / person.name

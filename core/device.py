@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from core.errors import ModelError
 
 
@@ -14,6 +16,19 @@ def limit_threads(threads: int) -> None:
 
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
+
+
+def onnx_session_options(threads: int | None = None) -> Any:
+    """ONNX Runtime options shared by every session: full graph optimisation and, when
+    given, this many intra-op threads (ONNX Runtime ignores torch's thread setting)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return options
 
 
 def resolve_device(name: str = "auto") -> str:

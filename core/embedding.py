@@ -24,9 +24,9 @@ ExtractorRuntime = Literal["auto", "torch", "onnx"]
 
 CHECKPOINT_FORMAT = "facefleet-extractor"
 CHECKPOINT_VERSION = 1
-BACKBONE_FEATURES = 1280
+BACKBONE_FEATURES = 1280  # EfficientNet-B0's pooled feature width
 
-log = logging.getLogger(__name__)  # EfficientNet-B0's pooled feature width
+log = logging.getLogger(__name__)
 
 
 class ExtractorMeta(BaseModel):
@@ -137,6 +137,8 @@ def onnx_session(model: Any, meta: ExtractorMeta, threads: int | None = None) ->
     import onnxruntime as ort
     import torch
 
+    from core.device import onnx_session_options
+
     buffer = io.BytesIO()
     dummy = torch.zeros(1, 3, meta.input_size, meta.input_size)
     with warnings.catch_warnings():
@@ -151,12 +153,9 @@ def onnx_session(model: Any, meta: ExtractorMeta, threads: int | None = None) ->
             opset_version=17,
             dynamo=False,
         )
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        buffer.getvalue(), onnx_session_options(threads), providers=["CPUExecutionProvider"]
+    )
 
 
 class FaceEmbedder:

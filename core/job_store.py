@@ -69,15 +69,13 @@ class JobStore:
             return True
         return self.finished()
 
-    def keep_if_running(self, *keys: str) -> bool:
+    def keep_if_running(self, *keys: str) -> None:
         """Called by a step right after it wrote `keys`. A duplicate delivery can outlive
         its job (the other copy finished it and cleaned up meanwhile): then what it wrote
         goes again, so an ended job keeps no stray intermediates."""
         if self.cancelled() or self.finished():
             for key in keys:
                 self.store.delete(key)
-            return False
-        return True
 
     # ---- progress -----------------------------------------------------------------------
 

@@ -46,11 +46,9 @@ def _session(device: str, threads: int | None) -> object:
     import onnxruntime as ort
     from retinaface.weights import WEIGHTS
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
+    from core.device import onnx_session_options
+
+    options = onnx_session_options(threads)
     providers = ["CPUExecutionProvider"]
     if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
