@@ -127,6 +127,13 @@ class Settings(BaseSettings):
     worker_warmup: bool = Field(
         default=True, description="Load and run the models once when a worker process starts."
     )
+    worker_start_timeout_s: float = Field(
+        default=300,
+        ge=4,
+        description="How long a new worker pool process may take to load and warm up its "
+        "models before the worker gives up on it (Celery's default of 4 s kills and "
+        "replaces it forever on a busy machine).",
+    )
     max_deliveries: int = Field(
         default=3, ge=1, description="A task that kills its worker this often fails its job."
     )

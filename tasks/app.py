@@ -65,6 +65,9 @@ def make_app(settings: Settings | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A replacement pool process (after a crash, or `--max-tasks-per-child`) loads its
+        # models before it reports for work; Celery's 4 s would kill it while it loads.
+        worker_proc_alive_timeout=settings.worker_start_timeout_s,
         # Unacknowledged tasks are redelivered after this; it must exceed the longest task
         # (training holds a lock and resumes from its checkpoint if it is redelivered).
         broker_transport_options=transport,

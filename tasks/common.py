@@ -66,7 +66,7 @@ class JobTask(Task):
     def before_start(self, task_id: str, args: tuple, kwargs: dict) -> None:
         if self.request.is_eager or not args:
             return
-        deliveries = _count_delivery(self._delivery_key(task_id))
+        deliveries = _count_delivery(delivery_key(task_id, self.request.retries))
         limit = get_runtime().settings.max_deliveries
         if deliveries > limit:
             job = self.jobs(args[0])
@@ -77,17 +77,12 @@ class JobTask(Task):
             log.error("job %s: %s delivered %d times, job failed", args[0], self.name, deliveries)
             raise Ignore()
 
-    def _delivery_key(self, task_id: str) -> str:
-        # A retry keeps the task id: count each attempt's own deliveries, so retries after
-        # an outage are not mistaken for a task that kills its worker.
-        return f"facefleet:deliveries:{task_id}:{self.request.retries}"
-
     def after_return(
         self, status: str, retval: Any, task_id: str, args: tuple, kwargs: dict, einfo: Any
     ) -> None:
         # The task ended (it did not kill its worker): its delivery count is not needed.
         if not self.request.is_eager:
-            _forget_deliveries(self._delivery_key(task_id))
+            _forget_deliveries(delivery_key(task_id, self.request.retries))
 
     def on_failure(
         self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any
@@ -99,6 +94,13 @@ class JobTask(Task):
             job.fail(f"{self.name.removeprefix('facefleet.')}: {describe(exc)}")
         except Exception:  # the store may be the thing that is down
             log.exception("job %s: could not record the failure", args[0])
+
+
+def delivery_key(task_id: str, attempt: int) -> str:
+    """The Redis counter of one attempt's starts. A retry keeps the task id: each attempt
+    counts its own deliveries, so retries after an outage are not mistaken for a task that
+    kills its worker."""
+    return f"facefleet:deliveries:{task_id}:{attempt}"
 
 
 def fan_out(job_id: str, step: Task, chunks: Sequence[ChunkPlan], then: Task) -> None:

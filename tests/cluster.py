@@ -51,8 +51,12 @@ class Cluster:
         self.processes[name] = proc
         return proc.pid
 
-    def start_worker(self, name: str, queues: str = "gpu,cpu") -> int:
-        pid = self.start(name, "worker", "--queues", queues, "--hostname", f"{name}@%h")
+    def start_worker(
+        self, name: str, queues: str = "gpu,cpu", extra_env: dict[str, str] | None = None
+    ) -> int:
+        pid = self.start(
+            name, "worker", "--queues", queues, "--hostname", f"{name}@%h", extra_env=extra_env
+        )
         self.wait_log(name, "ready", 120)
         return pid
 
@@ -66,10 +70,11 @@ class Cluster:
         path = self.workdir / "logs" / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def wait_log(self, name: str, text: str, timeout: float) -> None:
+    def wait_log(self, name: str, text: str, timeout: float, since: int = 0) -> None:
+        """Wait until `text` is in the log of `name` after its first `since` characters."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if text in self.log(name):
+            if text in self.log(name)[since:]:
                 return
             proc = self.processes.get(name)
             if proc is not None and proc.poll() is not None:
