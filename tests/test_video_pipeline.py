@@ -106,3 +106,29 @@ def test_video_without_faces_is_a_valid_empty_result(
     assert result.frame_count == 12 and result.tracks == []
     assert all(frame.faces == [] for frame in result.frames)
     assert probe(tmp_path / "out.mp4").frame_count == 12
+
+
+def test_4k_video_is_recognized_in_source_coordinates(
+    astronaut_bgr, pipeline: FacePipeline, tmp_path: Path
+) -> None:
+    """A 3840×2160 clip: frames are downscaled for detection and the boxes mapped back, the
+    annotated output keeps the source size."""
+    head = cv2.resize(astronaut_bgr[20:260, 120:360], (600, 600))
+
+    def draw(k: int) -> np.ndarray:
+        frame = np.full((2160, 3840, 3), 60, np.uint8)
+        x = 1000 + 40 * k
+        frame[800:1400, x : x + 600] = head
+        return frame
+
+    clip = make_video(tmp_path / "uhd.mp4", frames=8, size=(3840, 2160), draw=draw)
+    result = run_video(clip, pipeline, tmp_path / "out.mp4")
+    assert len(result.tracks) == 1 and result.tracks[0].identity == "Eileen_Collins"
+    for k, frame in enumerate(result.frames):
+        (face,) = frame.faces
+        x0, y0, x1, y1 = face.box
+        # The head's face fills the middle of the pasted square, in 4K pixels.
+        assert 1000 + 40 * k < x0 < x1 < 1600 + 40 * k and 800 < y0 < y1 < 1400
+        assert x1 - x0 > 150
+    info = probe(tmp_path / "out.mp4")
+    assert (info.width, info.height, info.frame_count, info.codec) == (3840, 2160, 8, "h264")
