@@ -83,7 +83,8 @@ def test_exported_thresholds_reach_the_gallery(
     thresholds = embedder.meta.thresholds
     assert thresholds.cosine == pytest.approx(best["devtest"]["cosine"]["best_threshold"])
     assert thresholds.euclidean == pytest.approx(best["devtest"]["euclidean"]["best_threshold"])
-    # Open-set matching uses the threshold at a 1% false-accept rate: stricter than best-F1.
+    # Open-set matching uses the threshold at a 1% false-accept rate, never more lenient than
+    # best-F1 (a tiny run's model may be weak enough for its impostors to score low).
     assert thresholds.identification_far == pytest.approx(1e-2)
     assert thresholds.identification_cosine >= thresholds.cosine
     assert thresholds.identification_euclidean == pytest.approx(

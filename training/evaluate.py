@@ -80,11 +80,14 @@ def identification_thresholds(
     cache: FaceCache,
     relpaths: Sequence[str],
     far: float = 1e-2,
+    at_least: float | None = None,
 ) -> dict[str, float]:
     """Thresholds at which `far` of all pairs of different people would be accepted.
 
     Computed over every cross-identity pair of the given images (for DevTest's 1,549 images
-    about 1.2 million pairs), so the default 1% rate rests on ~12,000 pairs.
+    about 1.2 million pairs), so the default 1% rate rests on ~12,000 pairs. Never below the
+    cosine `at_least` (the best-F1 verification threshold): naming strangers must not be
+    easier than verifying a pair, even for a weak model whose impostor scores sit low.
     """
     from training.lfw import person_of
 
@@ -97,6 +100,8 @@ def identification_thresholds(
     if impostors.size < 1 / far:
         raise ValueError(f"too few impostor pairs ({impostors.size}) for a rate of {far}")
     cosine = float(np.clip(np.quantile(impostors, 1.0 - far), -1.0, 1.0))
+    if at_least is not None:
+        cosine = max(cosine, at_least)
     return {
         "identification_cosine": cosine,
         "identification_euclidean": float(np.sqrt(max(0.0, 2.0 - 2.0 * cosine))),

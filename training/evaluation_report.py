@@ -114,7 +114,9 @@ def calibrate_checkpoint(
     images = list(dict.fromkeys([p.left for p in pairs] + [p.right for p in pairs]))
     cache = aligned_lfw_cache(lfw, images, cache_dir, meta.input_size, log=log, progress=False)
     result = evaluate_pairs(embedder, cache, pairs, "devtest")
-    strict = identification_thresholds(embedder, cache, images, far)
+    strict = identification_thresholds(
+        embedder, cache, images, far, at_least=result.cosine.best_threshold
+    )
     thresholds = Thresholds(
         cosine=result.cosine.best_threshold, euclidean=result.euclidean.best_threshold, **strict
     )

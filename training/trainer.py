@@ -415,7 +415,9 @@ class Trainer:
             dict.fromkeys([p.left for p in self.eval_pairs] + [p.right for p in self.eval_pairs])
         )
         try:
-            strict = identification_thresholds(embedder, self.cache, eval_images)
+            strict = identification_thresholds(
+                embedder, self.cache, eval_images, at_least=result.cosine.best_threshold
+            )
         except ValueError:
             strict = {}  # too few images (quick runs): galleries fall back to best-F1
         self.model.train()
