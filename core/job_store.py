@@ -7,6 +7,8 @@ restarts and result expiry, and the SDK reads it with nothing but S3 access.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from core.jobs import (
     FINISHED,
     JobKeys,
@@ -18,6 +20,16 @@ from core.jobs import (
     now,
 )
 from core.storage import ObjectNotFound, ObjectStore
+
+
+def job_ids(store: ObjectStore) -> list[str]:
+    """Every job in the store (those with a status record)."""
+    ids = []
+    for key in store.list("jobs/"):
+        parts = key.split("/")
+        if len(parts) == 3 and parts[2] == "status.json":
+            ids.append(parts[1])
+    return ids
 
 
 class JobStore:
@@ -51,6 +63,10 @@ class JobStore:
         updated = current.model_copy(update={"state": state, "updated": now(), **fields})
         self.store.put_model(self.keys.status, updated)
         return updated
+
+    def last_activity(self) -> datetime | None:
+        """When anything of this job was last written: its records, chunks, results, parts."""
+        return self.store.newest(self.keys.root + "/")
 
     def finished(self) -> bool:
         try:

@@ -137,6 +137,17 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(
         default=3, ge=1, description="A task that kills its worker this often fails its job."
     )
+    resume_stalled_after_s: int = Field(
+        default=4 * 3600,
+        ge=0,
+        description="A job that is not finished and has written nothing for this long is "
+        "published again (its queued tasks were lost, e.g. Redis restarted without "
+        "persistence) by the beat scheduler; keep it above FACEFLEET_TASK_TIME_LIMIT_S. "
+        "0 turns this off.",
+    )
+    stall_check_s: float = Field(
+        default=600, gt=0, description="How often beat looks for stalled jobs."
+    )
     retrain_epochs: int = Field(default=10, ge=1)
     retrain_max_people: int | None = Field(default=None, ge=2)
     flower_user: str | None = None

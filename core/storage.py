@@ -13,7 +13,7 @@ import re
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -78,6 +78,10 @@ class ObjectStore(ABC):
     @abstractmethod
     def list(self, prefix: str) -> list[str]:
         """Every key under `prefix` (recursive), sorted."""
+
+    @abstractmethod
+    def newest(self, prefix: str) -> datetime | None:
+        """When the most recently written object under `prefix` was written (None: none)."""
 
     @abstractmethod
     def delete(self, key: str) -> None:
@@ -180,6 +184,10 @@ class LocalStore(ObjectStore):
             for p in base.rglob("*")
             if p.is_file() and not p.name.startswith(".part-")
         )
+
+    def newest(self, prefix: str) -> datetime | None:
+        times = [(self.root / key).stat().st_mtime for key in self.list(prefix)]
+        return datetime.fromtimestamp(max(times), UTC) if times else None
 
     def delete(self, key: str) -> None:
         path = self._path(key)
@@ -323,6 +331,18 @@ class S3Store(ObjectStore):
                 ],
             )
         )
+
+    def newest(self, prefix: str) -> datetime | None:
+        times = self._call(
+            "list",
+            prefix,
+            lambda: [
+                o.last_modified
+                for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+                if o.object_name and not o.is_dir and o.last_modified is not None
+            ],
+        )
+        return max(times) if times else None
 
     def delete(self, key: str) -> None:
         self._call("delete", key, self.client.remove_object, self.bucket, check_key(key))

@@ -198,9 +198,10 @@ class Client:
         spec = JobSpec(job_id=job_id, kind=kind, inputs=inputs, gallery=gallery, options=options)
         self.store.put_model(jobs.keys.spec, spec)
         self.store.put_model(jobs.keys.status, JobStatus(job_id=job_id, kind=kind, state="queued"))
-        plan = "facefleet.plan_video" if kind == "video" else "facefleet.plan_images"
+        from tasks.app import FIRST_STEP
+
         try:
-            self._run(plan, [job_id], task_id=f"plan-{job_id}")
+            self._run(FIRST_STEP[kind], [job_id], task_id=f"plan-{job_id}")
         except Exception as exc:
             jobs.fail(f"could not queue the job: {type(exc).__name__}: {exc}")
             raise FacefleetError(f"could not queue the job ({exc})") from None
@@ -307,11 +308,12 @@ class Job:
         """Publish the job's first step again, for a job whose queued tasks were lost (a
         broker restarted without persistence). Every step skips what is already in the
         store, so the job continues where it was; a finished job is left as it is."""
+        from tasks.app import FIRST_STEP
+
         status = self.status()
         if status.finished:
             return status
-        plan = "facefleet.plan_video" if status.kind == "video" else "facefleet.plan_images"
-        self.client._run(plan, [self.id])
+        self.client._run(FIRST_STEP[status.kind], [self.id])
         return self.status()
 
 

@@ -58,14 +58,14 @@ def add_commands(sub: Any, guarded: Callable[[Callable[[argparse.Namespace], int
     status.set_defaults(func=guarded(_status))
 
     cancel = sub.add_parser("cancel", help="cancel a job: pending chunks stop, no output")
-    cancel.add_argument("job")
+    cancel.add_argument("job", help="job id (printed by submit)")
     cancel.set_defaults(func=guarded(_cancel))
 
     resume = sub.add_parser(
         "resume",
         help="re-publish a stalled job (e.g. after a broker restart); done steps are kept",
     )
-    resume.add_argument("job")
+    resume.add_argument("job", help="job id (printed by submit)")
     resume.set_defaults(func=guarded(_resume))
 
     gallery = sub.add_parser("gallery", help="enroll, list and remove people of a gallery")
@@ -97,7 +97,9 @@ def add_commands(sub: Any, guarded: Callable[[Callable[[argparse.Namespace], int
     worker.set_defaults(func=guarded(_worker))
 
     beat = sub.add_parser(
-        "beat", help="run celery beat: scheduled retraining (FACEFLEET_RETRAIN_CRON)"
+        "beat",
+        help="run celery beat: the stalled-job check (FACEFLEET_STALL_CHECK_S) and scheduled "
+        "retraining (FACEFLEET_RETRAIN_CRON)",
     )
     beat.add_argument("--schedule-file", type=Path, help="where beat keeps its state")
     beat.set_defaults(func=guarded(_beat))

@@ -13,7 +13,16 @@ from kombu import Queue
 from core.errors import FacefleetError
 from core.settings import Settings, get_settings
 
-TASK_MODULES = ("tasks.video", "tasks.images", "tasks.gallery", "tasks.training")
+TASK_MODULES = (
+    "tasks.video",
+    "tasks.images",
+    "tasks.gallery",
+    "tasks.training",
+    "tasks.watchdog",
+)
+
+# The task that starts (or, published again, resumes) a job of each kind.
+FIRST_STEP = {"video": "facefleet.plan_video", "images": "facefleet.plan_images"}
 
 # Where each task runs: models on `gpu` workers, probing, cutting and joining on `cpu`.
 ROUTES = {
@@ -30,6 +39,7 @@ ROUTES = {
     "facefleet.gallery_remove": "cpu",
     "facefleet.train": "gpu",
     "facefleet.scheduled_retrain": "cpu",
+    "facefleet.resume_stalled": "cpu",
 }
 
 
@@ -91,14 +101,20 @@ def make_app(settings: Settings | None = None) -> Celery:
 
 
 def _beat_schedule(settings: Settings) -> dict:
+    entries: dict[str, dict] = {}
+    if settings.resume_stalled_after_s:
+        entries["facefleet-resume-stalled"] = {
+            "task": "facefleet.resume_stalled",
+            "schedule": schedule(settings.stall_check_s),
+        }
     when: crontab | schedule | None = None
     if settings.retrain_cron:
         when = parse_cron(settings.retrain_cron)
     elif settings.retrain_interval_s:
         when = schedule(settings.retrain_interval_s)
-    if when is None:
-        return {}
-    return {"facefleet-retrain": {"task": "facefleet.scheduled_retrain", "schedule": when}}
+    if when is not None:
+        entries["facefleet-retrain"] = {"task": "facefleet.scheduled_retrain", "schedule": when}
+    return entries
 
 
 app = make_app()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import InputError
-from core.jobs import JobStatus, check_job_id, check_store_name
+from core.jobs import JobStatus, check_job_id, check_store_name, now
 from core.storage import LocalStore, ObjectNotFound, StorageError, check_key
 
 
@@ -26,6 +26,9 @@ def test_round_trip_list_delete(tmp_path: Path) -> None:
         "jobs/a/output/y.txt",
         "jobs/a/status.json",
     ]
+    newest = store.newest("jobs/a/")
+    assert newest is not None and abs((now() - newest).total_seconds()) < 5
+    assert store.newest("jobs/b/") is None
     store.copy("jobs/a/input/x.bin", "jobs/a/output/x.bin")
     assert store.get_bytes("jobs/a/output/x.bin") == b"abc"
     assert store.delete_prefix("jobs/a/output/") == 2

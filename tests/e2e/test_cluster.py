@@ -68,6 +68,10 @@ def test_video_job_matches_the_in_process_run(
     assert not client.store.list(f"jobs/{job.id}/chunks/")
     assert not client.store.list(f"jobs/{job.id}/parts/")
     assert sorted(client.store.list(f"jobs/{job.id}/output/")) == sorted(status.outputs)
+    # S3 dates the job's last write (its status) as the status does: the stalled-job check.
+    newest = client.store.newest(f"jobs/{job.id}/")
+    assert newest is not None and abs((newest - status.updated).total_seconds()) < 5
+    assert client.store.newest(f"jobs/{'0' * 32}/") is None
     # Both workers took chunks.
     assert "chunk" in cluster.log("w1") and "chunk" in cluster.log("w2")
     urls = job.urls(expires_s=60)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from core.jobs import JobKeys
+from core.job_store import JobStore
+from core.jobs import JobKeys, now
 from facefleet.client import Client, Job
 from tests.cluster import Cluster, child_pids, running_cluster, stack
 
@@ -32,6 +33,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         # Chord counters expire with the results: well above the redelivery delay.
         "FACEFLEET_RESULT_EXPIRES_S": "600",
         "FACEFLEET_TRAIN_LOCK_TTL_S": "10",
+        # The watchdog only runs when a scenario sends it (no beat here).
+        "FACEFLEET_RESUME_STALLED_AFTER_S": "20",
     }
     with running_cluster(tmp_path_factory.mktemp("faults"), env) as cluster:
         yield cluster
@@ -285,8 +288,9 @@ def test_pickle_message_is_refused(cluster: Cluster, client: Client) -> None:
 
 def test_redis_restart_during_job(cluster: Cluster, client: Client, video: Path, reference):
     """Redis restarted without persistence (as the local stack runs it): workers reconnect;
-    queued tasks are lost, so the job stalls, and `resume` finishes it from what is in S3.
-    (Compose runs Redis with appendonly, which keeps the queue across restarts.)"""
+    queued tasks are lost, so the job stalls, and the watchdog that beat fires publishes it
+    again: it finishes from what is in S3. (Compose runs Redis with appendonly, which keeps
+    the queue across restarts.)"""
     from urllib.parse import urlsplit
 
     record = json.loads((cluster.workdir / "stack.json").read_text())
@@ -306,10 +310,21 @@ def test_redis_restart_during_job(cluster: Cluster, client: Client, video: Path,
     deadline = time.monotonic() + 90
     while not job.status().finished and time.monotonic() < deadline:
         time.sleep(1)
-    if not job.status().finished:
+    since = _log_sizes(cluster)
+    stalled = not job.status().finished
+    if stalled:
         assert job.status().state == "running"  # stalled, not falsely done
-        job.resume()
+        # What beat fires every FACEFLEET_STALL_CHECK_S: once the job has written nothing
+        # for FACEFLEET_RESUME_STALLED_AFTER_S (20 s here), it is published again.
+        records = JobStore(client.store, job.id)
+        while (now() - records.last_activity()).total_seconds() < 25:  # type: ignore[operator]
+            time.sleep(1)
+        client._celery().send_task("facefleet.resume_stalled")
+        _wait_for_task(cluster, "facefleet.resume_stalled", since)
     _assert_done_like(client, job, reference)
+    if stalled:
+        logs = "".join(cluster.log(n)[since.get(n, 0) :] for n in ("w1", "w2"))
+        assert f"job {job.id}: nothing written for" in logs
 
 
 def test_load_fifty_jobs_and_no_redis_leak(
