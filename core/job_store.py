@@ -22,14 +22,20 @@ from core.jobs import (
 from core.storage import ObjectNotFound, ObjectStore
 
 
-def job_ids(store: ObjectStore) -> list[str]:
-    """Every job in the store (those with a status record)."""
-    ids = []
-    for key in store.list("jobs/"):
+def job_activity(store: ObjectStore) -> dict[str, datetime]:
+    """Every job in the store (those with a status record) with when anything of it was
+    last written, from one listing."""
+    newest: dict[str, datetime] = {}
+    recorded = set()
+    for key, written in store.modified("jobs/").items():
         parts = key.split("/")
+        if len(parts) < 3:
+            continue
+        job_id = parts[1]
+        newest[job_id] = max(written, newest.get(job_id, written))
         if len(parts) == 3 and parts[2] == "status.json":
-            ids.append(parts[1])
-    return ids
+            recorded.add(job_id)
+    return {job_id: newest[job_id] for job_id in recorded}
 
 
 class JobStore:

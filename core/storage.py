@@ -80,8 +80,12 @@ class ObjectStore(ABC):
         """Every key under `prefix` (recursive), sorted."""
 
     @abstractmethod
+    def modified(self, prefix: str) -> dict[str, datetime]:
+        """Every key under `prefix` (recursive) with when it was last written."""
+
     def newest(self, prefix: str) -> datetime | None:
         """When the most recently written object under `prefix` was written (None: none)."""
+        return max(self.modified(prefix).values(), default=None)
 
     @abstractmethod
     def delete(self, key: str) -> None:
@@ -185,9 +189,11 @@ class LocalStore(ObjectStore):
             if p.is_file() and not p.name.startswith(".part-")
         )
 
-    def newest(self, prefix: str) -> datetime | None:
-        times = [(self.root / key).stat().st_mtime for key in self.list(prefix)]
-        return datetime.fromtimestamp(max(times), UTC) if times else None
+    def modified(self, prefix: str) -> dict[str, datetime]:
+        return {
+            key: datetime.fromtimestamp((self.root / key).stat().st_mtime, UTC)
+            for key in self.list(prefix)
+        }
 
     def delete(self, key: str) -> None:
         path = self._path(key)
@@ -320,29 +326,18 @@ class S3Store(ObjectStore):
         return True
 
     def list(self, prefix: str) -> list[str]:
-        return sorted(
-            self._call(
-                "list",
-                prefix,
-                lambda: [
-                    o.object_name
-                    for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
-                    if o.object_name and not o.is_dir
-                ],
-            )
-        )
+        return sorted(self.modified(prefix))
 
-    def newest(self, prefix: str) -> datetime | None:
-        times = self._call(
+    def modified(self, prefix: str) -> dict[str, datetime]:
+        return self._call(
             "list",
             prefix,
-            lambda: [
-                o.last_modified
+            lambda: {
+                o.object_name: o.last_modified or datetime.fromtimestamp(0, UTC)
                 for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
-                if o.object_name and not o.is_dir and o.last_modified is not None
-            ],
+                if o.object_name and not o.is_dir
+            },
         )
-        return max(times) if times else None
 
     def delete(self, key: str) -> None:
         self._call("delete", key, self.client.remove_object, self.bucket, check_key(key))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from core.job_store import JobStore, job_ids
+from core.job_store import JobStore, job_activity
 from core.jobs import now
 from core.storage import ObjectNotFound
 from tasks.app import FIRST_STEP, app
@@ -29,14 +29,15 @@ def resume_stalled() -> list[str]:
         return []
     cutoff = now() - timedelta(seconds=after)
     resumed = []
-    for job_id in job_ids(runtime.store):
+    for job_id, last in job_activity(runtime.store).items():
+        if last > cutoff:
+            continue
         job = JobStore(runtime.store, job_id)
         try:
             status = job.status()
         except ObjectNotFound:
             continue  # deleted meanwhile
-        last = job.last_activity()
-        if status.finished or last is None or last > cutoff:
+        if status.finished:
             continue
         idle = (now() - last).total_seconds()
         job.set_status(status.state, message=f"resumed after {idle:.0f} s without progress")

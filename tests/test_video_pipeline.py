@@ -18,19 +18,37 @@ from core.video_pipeline import analyze, merge, run_video
 from tests.conftest import make_video
 
 
+def sliding_head_clip(
+    path: Path,
+    astronaut_bgr: np.ndarray,
+    frames: int,
+    size: tuple[int, int],
+    head: int,
+    top: int,
+    left: int,
+    step: int,
+) -> Path:
+    """The astronaut's head, `head` px square, sliding right by `step` px a frame from
+    (`left`, `top`) on a grey `size` canvas."""
+    face = cv2.resize(astronaut_bgr[20:260, 120:360], (head, head))
+    width, height = size
+
+    def draw(k: int) -> np.ndarray:
+        frame = np.full((height, width, 3), 60, np.uint8)
+        x = left + step * k
+        frame[top : top + head, x : x + head] = face
+        return frame
+
+    return make_video(path, frames=frames, size=size, fps=25, draw=draw)
+
+
 @pytest.fixture(scope="module")
 def moving_face_clip(tmp_path_factory: pytest.TempPathFactory, astronaut_bgr) -> Path:
     """60 frames, 320×240: the astronaut's head sliding from left to right."""
-    head = cv2.resize(astronaut_bgr[20:260, 120:360], (120, 120))
-
-    def draw(k: int) -> np.ndarray:
-        frame = np.full((240, 320, 3), 60, np.uint8)
-        x = 10 + 3 * k
-        frame[60:180, x : x + 120] = head
-        return frame
-
     path = tmp_path_factory.mktemp("clips") / "moving.mp4"
-    return make_video(path, frames=60, size=(320, 240), fps=25, draw=draw)
+    return sliding_head_clip(
+        path, astronaut_bgr, frames=60, size=(320, 240), head=120, top=60, left=10, step=3
+    )
 
 
 @pytest.fixture(scope="module")
@@ -113,15 +131,16 @@ def test_4k_video_is_recognized_in_source_coordinates(
 ) -> None:
     """A 3840×2160 clip: frames are downscaled for detection and the boxes mapped back, the
     annotated output keeps the source size."""
-    head = cv2.resize(astronaut_bgr[20:260, 120:360], (600, 600))
-
-    def draw(k: int) -> np.ndarray:
-        frame = np.full((2160, 3840, 3), 60, np.uint8)
-        x = 1000 + 40 * k
-        frame[800:1400, x : x + 600] = head
-        return frame
-
-    clip = make_video(tmp_path / "uhd.mp4", frames=8, size=(3840, 2160), draw=draw)
+    clip = sliding_head_clip(
+        tmp_path / "uhd.mp4",
+        astronaut_bgr,
+        frames=8,
+        size=(3840, 2160),
+        head=600,
+        top=800,
+        left=1000,
+        step=40,
+    )
     result = run_video(clip, pipeline, tmp_path / "out.mp4")
     assert len(result.tracks) == 1 and result.tracks[0].identity == "Eileen_Collins"
     for k, frame in enumerate(result.frames):

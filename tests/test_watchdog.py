@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from core.job_store import JobStore, job_ids
+from core.job_store import JobStore, job_activity
 from core.jobs import JobInput, JobKeys, JobSpec, JobStatus, new_job_id
 from core.settings import get_settings
 from facefleet.client import Client
@@ -53,7 +53,7 @@ def test_only_stalled_unfinished_jobs_are_resumed(
     JobStore(client.store, failed).fail("gave up")
     _age(client, lost, 3600)
     _age(client, failed, 3600)
-    assert sorted(job_ids(client.store)) == sorted([lost, fresh, failed])
+    assert sorted(job_activity(client.store)) == sorted([lost, fresh, failed])
     last = JobStore(client.store, lost).last_activity()
     assert last is not None and time.time() - last.timestamp() == pytest.approx(3600, abs=5)
 
