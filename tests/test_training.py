@@ -177,3 +177,39 @@ def test_distilled_variant_is_trained_and_labelled(data_root: Path, tmp_path: Pa
     assert meta.training["teacher"] == "dlib_face_recognition_resnet_model_v1"
     teacher = np.load(tmp_path / "cache" / "teacher-dlib.npz")["vectors"]
     assert np.allclose(np.linalg.norm(teacher, axis=1), 1.0, atol=1e-4)
+
+
+def test_fine_tuning_starts_from_an_earlier_run(
+    small_run: tuple[Path, list[str]], data_root: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    from core.errors import FacefleetError
+
+    source, _ = small_run
+    lines: list[str] = []
+    # A learning rate too small to move a weight: what the run ends with is what it loaded.
+    config = TrainConfig(
+        lfw=data_root / "lfw",
+        out=tmp_path / "tuned",
+        epochs=1,
+        cache_dir=source / "cache",
+        init_from=source / "latest.pt",
+        **{**SMALL, "lr": 1e-12},
+    )
+    Trainer(config, log=lines.append, progress=False).run()
+    assert any("network, ArcFace head" in line for line in lines), lines
+    before = torch.load(source / "latest.pt", weights_only=True)
+    after = torch.load(tmp_path / "tuned" / "latest.pt", weights_only=True)
+    assert after["epoch"] == 1  # a fresh run with its own schedule, not a resume
+    for part in ("model", "head"):
+        for name, tensor in before[part].items():
+            if tensor.is_floating_point() and "running_" not in name:
+                assert torch.allclose(tensor, after[part][name], atol=1e-6), name
+
+    # The inference checkpoint is not a training state: refused with a reason.
+    config = config.model_copy(
+        update={"out": tmp_path / "again", "init_from": source / "extractor.pt"}
+    )
+    with pytest.raises(FacefleetError, match="not a training state"):
+        Trainer(config, progress=False).run()

@@ -59,6 +59,11 @@ class TrainConfig(BaseModel):
         description="Variant: also pull the embeddings towards a pretrained teacher's",
     )
     distill_weight: float = Field(default=10.0, ge=0)
+    init_from: Path | None = Field(
+        default=None,
+        description="Start from the weights of an earlier run's state (latest.pt/best.pt) "
+        "with a fresh optimizer and schedule",
+    )
 
 
 class EpochReport(BaseModel):
@@ -256,7 +261,7 @@ class Trainer:
             )
         self.model.load_state_dict(state["model"])
         self.head.load_state_dict(state["head"])
-        if self.projection is not None:
+        if self.projection is not None and state["projection"]:
             self.projection.load_state_dict(state["projection"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -264,6 +269,34 @@ class Trainer:
         self.history = list(state["history"])
         self.best = state["best"]
         return int(state["epoch"])
+
+    def _init_weights(self, path: Path) -> None:
+        """Fine-tuning: the network (and, for the same people, the ArcFace head and the
+        distillation projection) from an earlier run; optimizer and schedule start afresh."""
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as exc:
+            raise FacefleetError(f"cannot start from {path}: {exc}") from None
+        if (
+            not isinstance(state, dict)
+            or state.get("version") != STATE_VERSION
+            or not {"model", "head", "classes", "epoch"} <= state.keys()
+        ):
+            raise FacefleetError(
+                f"{path} is not a training state (latest.pt or best.pt of a facefleet run)"
+            )
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise FacefleetError(f"{path} holds another network: {exc}") from None
+        kept = ["network"]
+        if state["classes"] == self.class_names:
+            self.head.load_state_dict(state["head"])
+            kept.append("ArcFace head")
+        if self.projection is not None and state.get("projection"):
+            self.projection.load_state_dict(state["projection"])
+            kept.append("distillation projection")
+        self.log(f"starting from {path} (epoch {state['epoch']}): {', '.join(kept)}")
 
     # ---- loop ---------------------------------------------------------------------------
 
@@ -273,6 +306,8 @@ class Trainer:
         # Refuse before any data preparation (aligning, teacher descriptors: minutes of work).
         if resume and not latest.is_file():
             raise FacefleetError(f"nothing to resume: {latest} does not exist")
+        if cfg.init_from is not None and not Path(cfg.init_from).is_file():
+            raise FacefleetError(f"--init-from: {cfg.init_from} does not exist")
         if not resume and latest.is_file():
             raise FacefleetError(
                 f"{self.out} already holds a run ({latest}); pass --resume to continue it "
@@ -285,6 +320,8 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         first = 1
+        if cfg.init_from is not None and not resume:
+            self._init_weights(Path(cfg.init_from))
         if resume:
             done = self._load_state(latest)
             first = done + 1
