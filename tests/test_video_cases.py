@@ -47,35 +47,46 @@ def hamilton(data_root: Path, parts: tuple, tmp_path_factory) -> tuple[VideoResu
     return result, out
 
 
-KNOWN_LIMIT = (
-    "release model (LFW DevTest 0.889) confuses the Hamilton gallery: on frame 150 Miranda's "
-    "face scores 0.78 against Alex Lacamoire's img1.jpg and 0.71 against his own photo"
+# Where CASE.md places each enrolled person (first, last frame): a name elsewhere is false.
+HAMILTON_WHERE = {
+    "Lin_Manuel_Miranda": ((0, 19), (76, 210)),  # the wide shot, then his own segment
+    "Alex_Lacamoire": ((0, 81),),  # at the piano in the wide shot, then his close-ups
+    "Barack_Obama": ((211, 274),),  # the audience shot
+}
+
+OBAMA_LIMIT = (
+    "Obama's laughing three-quarter profile in the dim audience shot is beyond the models at "
+    "hand: the release model scores it below threshold, and even the dlib ResNet teacher "
+    "(LFW 0.98) puts his track at 0.00 against both of his gallery photos"
 )
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_LIMIT)
 def test_miranda_track_covers_his_frontal_segment(hamilton: tuple[VideoResult, Path]) -> None:
     result, _ = hamilton
     named = [t for t in result.tracks if t.identity == "Lin_Manuel_Miranda"]
-    print(
-        "\n"
-        + "\n".join(
-            f"{t.track_id} {t.identity} {t.similarity} {t.first_frame}-{t.last_frame}"
-            for t in result.tracks
-        )
-    )
     covered = {i for t in named for i in range(t.first_frame, t.last_frame + 1)}
     segment = set(range(112, 211))
-    assert len(covered & segment) >= 0.8 * len(segment)
+    assert len(covered & segment) >= 0.8 * len(segment), [
+        (t.track_id, t.identity, t.similarity, t.first_frame, t.last_frame) for t in result.tracks
+    ]
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_LIMIT)
+def test_no_false_names_in_the_hamilton_clip(hamilton: tuple[VideoResult, Path]) -> None:
+    result, _ = hamilton
+    wrong = [
+        (t.identity, t.first_frame, t.last_frame, t.similarity)
+        for t in result.tracks
+        if t.identity is not None
+        and not any(a <= t.first_frame and t.last_frame <= b for a, b in HAMILTON_WHERE[t.identity])
+    ]
+    assert not wrong
+
+
+@pytest.mark.xfail(strict=True, reason=OBAMA_LIMIT)
 def test_obama_named_in_the_audience_shot(hamilton: tuple[VideoResult, Path]) -> None:
     result, _ = hamilton
     named = [t for t in result.tracks if t.identity == "Barack_Obama" and t.first_frame >= 211]
-    assert named and all(
-        t.identity != "Lin_Manuel_Miranda" for t in result.tracks if t.first_frame >= 211
-    )
+    assert named
 
 
 def test_track_crossing_a_range_boundary_is_one_track(hamilton: tuple[VideoResult, Path]) -> None:
