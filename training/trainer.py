@@ -247,13 +247,22 @@ class Trainer:
         torch.save(self._state(epoch), tmp)
         tmp.replace(path)
 
-    def _load_state(self, path: Path) -> int:
+    def _read_state(self, path: Path, purpose: str) -> dict[str, Any]:
+        """A saved training state, or a FacefleetError saying why `path` cannot be one."""
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
         except Exception as exc:
-            raise FacefleetError(f"cannot resume from {path}: {exc}") from None
+            raise FacefleetError(f"cannot {purpose} {path}: {exc}") from None
+        if not isinstance(state, dict) or not {"model", "head", "classes", "epoch"} <= state.keys():
+            raise FacefleetError(
+                f"{path} is not a training state (latest.pt or best.pt of a facefleet run)"
+            )
         if state.get("version") != STATE_VERSION:
             raise FacefleetError(f"{path} is a training state of another version")
+        return state
+
+    def _load_state(self, path: Path) -> int:
+        state = self._read_state(path, "resume from")
         if state["classes"] != self.class_names:
             raise FacefleetError(
                 f"{path} was trained on other people than this run's data; "
@@ -270,21 +279,9 @@ class Trainer:
         self.best = state["best"]
         return int(state["epoch"])
 
-    def _init_weights(self, path: Path) -> None:
+    def _init_weights(self, state: dict[str, Any], path: Path | None) -> None:
         """Fine-tuning: the network (and, for the same people, the ArcFace head and the
         distillation projection) from an earlier run; optimizer and schedule start afresh."""
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as exc:
-            raise FacefleetError(f"cannot start from {path}: {exc}") from None
-        if (
-            not isinstance(state, dict)
-            or state.get("version") != STATE_VERSION
-            or not {"model", "head", "classes", "epoch"} <= state.keys()
-        ):
-            raise FacefleetError(
-                f"{path} is not a training state (latest.pt or best.pt of a facefleet run)"
-            )
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as exc:
@@ -306,8 +303,11 @@ class Trainer:
         # Refuse before any data preparation (aligning, teacher descriptors: minutes of work).
         if resume and not latest.is_file():
             raise FacefleetError(f"nothing to resume: {latest} does not exist")
-        if cfg.init_from is not None and not Path(cfg.init_from).is_file():
-            raise FacefleetError(f"--init-from: {cfg.init_from} does not exist")
+        init_state = (
+            self._read_state(Path(cfg.init_from), "start from")
+            if cfg.init_from is not None and not resume
+            else None
+        )
         if not resume and latest.is_file():
             raise FacefleetError(
                 f"{self.out} already holds a run ({latest}); pass --resume to continue it "
@@ -320,8 +320,8 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         first = 1
-        if cfg.init_from is not None and not resume:
-            self._init_weights(Path(cfg.init_from))
+        if init_state is not None:
+            self._init_weights(init_state, cfg.init_from)
         if resume:
             done = self._load_state(latest)
             first = done + 1
