@@ -13,7 +13,7 @@ def write_looped(
     until `frames` frames are written to `out` (H.264, crf 18)."""
     import cv2
 
-    from core.video import H264Writer, read_frames
+    from facefleet.core.video import H264Writer, read_frames
 
     width, height = size
     written = 0

@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 from skimage import data
 
-from core.alignment import refine_landmarks
-from core.detectors import DetectorConfig, create_detector
+from facefleet.core.alignment import refine_landmarks
+from facefleet.core.detectors import DetectorConfig, create_detector
 
 
 def frame_640x480() -> np.ndarray:
@@ -42,7 +42,7 @@ def median_ms(fn, repeat: int) -> float:
 
 
 def yaml_built_weights(folder: Path) -> Path:
-    from core.detectors.yolo import _prepare_ultralytics_env
+    from facefleet.core.detectors.yolo import _prepare_ultralytics_env
 
     _prepare_ultralytics_env(folder / "cfg")  # offline before ultralytics is first imported
     import ultralytics

@@ -26,22 +26,23 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from core.settings import get_settings  # noqa: E402
+from facefleet.core.settings import get_settings  # noqa: E402
+from tests.data import shared_data_root  # noqa: E402
 
 
 def make_clip(source: Path, out: Path, frames: int, width: int, height: int) -> Path:
     """`source` scaled to width×height and looped to `frames` frames."""
     from clips import write_looped
 
-    from core.video import probe
+    from facefleet.core.video import probe
 
     return write_looped([source], out, frames, (width, height), probe(source).fps)
 
 
 def video_fps(clip: Path, gallery: Path, device: str, batch: int, out: Path) -> dict:
-    from core.pipeline import build_pipeline
-    from core.video import probe
-    from core.video_pipeline import analyze, run_video
+    from facefleet.core.pipeline import build_pipeline
+    from facefleet.core.video import probe
+    from facefleet.core.video_pipeline import analyze, run_video
 
     settings = get_settings(device=device, batch_size=batch)
     started = time.perf_counter()
@@ -68,7 +69,7 @@ def video_fps(clip: Path, gallery: Path, device: str, batch: int, out: Path) -> 
 
 
 def training_images_per_s(lfw: Path, device: str, batch: int, people: int | None) -> dict:
-    from training.trainer import TrainConfig, Trainer
+    from facefleet.training.trainer import TrainConfig, Trainer
 
     with tempfile.TemporaryDirectory(prefix="facefleet-gpu-train-") as tmp:
         config = TrainConfig(
@@ -98,7 +99,7 @@ def training_images_per_s(lfw: Path, device: str, batch: int, people: int | None
 
 
 def main() -> int:
-    data = get_settings().test_data
+    data = shared_data_root()
     case = data / "videos" / "hamilton_whitehouse"
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])

@@ -39,10 +39,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from core.settings import get_settings  # noqa: E402
+from facefleet.core.settings import get_settings  # noqa: E402
+from tests.data import shared_data_root  # noqa: E402
 
 if TYPE_CHECKING:
-    from core.pipeline import FacePipeline
+    from facefleet.core.pipeline import FacePipeline
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
@@ -52,7 +53,7 @@ def _peak_rss_mb() -> float:
 
 
 def _pipeline(gallery: Path) -> tuple[FacePipeline, float]:
-    from core.pipeline import build_pipeline
+    from facefleet.core.pipeline import build_pipeline
 
     started = time.perf_counter()
     pipeline, _ = build_pipeline(get_settings(), gallery)
@@ -65,9 +66,9 @@ def _pipeline(gallery: Path) -> tuple[FacePipeline, float]:
 def baseline_video(video: Path, gallery: Path, out: Path) -> dict:
     import cv2
 
-    from core.alignment import align_face
-    from core.drawing import draw_faces
-    from core.schemas import FaceResult
+    from facefleet.core.alignment import align_face
+    from facefleet.core.drawing import draw_faces
+    from facefleet.core.schemas import FaceResult
 
     pipeline, load_s = _pipeline(gallery)
     assert pipeline.embedder is not None
@@ -105,7 +106,7 @@ def baseline_video(video: Path, gallery: Path, out: Path) -> dict:
 
 
 def inprocess_video(video: Path, gallery: Path, out: Path) -> dict:
-    from core.video_pipeline import run_video
+    from facefleet.core.video_pipeline import run_video
 
     pipeline, load_s = _pipeline(gallery)
     started = time.perf_counter()
@@ -126,9 +127,9 @@ def _images(folder: Path) -> list[Path]:
 def baseline_images(images: Path, gallery: Path, out: Path) -> dict:
     import cv2
 
-    from core.alignment import align_face
-    from core.drawing import draw_faces
-    from core.schemas import FaceResult
+    from facefleet.core.alignment import align_face
+    from facefleet.core.drawing import draw_faces
+    from facefleet.core.schemas import FaceResult
 
     pipeline, load_s = _pipeline(gallery)
     assert pipeline.embedder is not None
@@ -153,8 +154,8 @@ def baseline_images(images: Path, gallery: Path, out: Path) -> dict:
 
 
 def inprocess_images(images: Path, gallery: Path, out: Path) -> dict:
-    from core.drawing import draw_faces
-    from core.images import write_image
+    from facefleet.core.drawing import draw_faces
+    from facefleet.core.images import write_image
 
     pipeline, load_s = _pipeline(gallery)
     paths = _images(images)
@@ -198,35 +199,24 @@ def run_mode(mode: str, source: Path, gallery: Path) -> dict:
 
 
 def through_stack(video: Path, gallery: Path, chunk: int, workers: int, repeat: int) -> list[dict]:
-    sys.path.insert(0, str(REPO / "deploy"))
-    import stack
-
-    from core.settings import Settings
+    from facefleet import localstack
     from facefleet.client import Client
+    from facefleet.core.settings import Settings
 
     with tempfile.TemporaryDirectory(prefix="facefleet-bench-") as tmp:
         workdir = Path(tmp)
-        stack.up(workdir, services_only=True)
-        env = stack.stack_env(workdir)
+        localstack.up(workdir, services_only=True)
+        env = localstack.stack_env(workdir)
         threads = str(max(1, (os.cpu_count() or 1) // workers))
-        procs = []
+        started: list[localstack.Service] = []
         try:
             for i in range(workers):
-                log = open(workdir / f"w{i}.log", "wb")  # noqa: SIM115 - lives with the worker
-                procs.append(
-                    subprocess.Popen(
-                        [
-                            str(Path(sys.executable).with_name("facefleet")),
-                            "worker",
-                            "--queues",
-                            "gpu,cpu",
-                            "--hostname",
-                            f"bench{i}@%h",
-                        ],
-                        env={**os.environ, **env, "FACEFLEET_THREADS": threads},
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
+                started.append(
+                    localstack.start_facefleet(
+                        workdir,
+                        f"bench{i}",
+                        ["worker", "--queues", "gpu,cpu", "--hostname", f"bench{i}@%h"],
+                        env={"FACEFLEET_THREADS": threads},
                     )
                 )
             client = Client(
@@ -236,32 +226,39 @@ def through_stack(video: Path, gallery: Path, chunk: int, workers: int, repeat: 
                 client.gallery.enroll(person.name, sorted(person.iterdir()))  # waits: warm
             runs = []
             for _ in range(repeat):
-                started = time.perf_counter()
+                started_at = time.perf_counter()
                 job = client.submit_video(video, chunk_frames=chunk)
                 status = job.wait(timeout=3600, poll_s=0.1)  # timing, not load
-                wall = time.perf_counter() - started
+                wall = time.perf_counter() - started_at
                 if status.state != "done":
                     raise SystemExit(f"stack job {status.state}: {status.message}")
-                runs.append({"wall_s": wall, "peak_rss_mb": _tree_peak_rss_mb(procs)})
+                peak = _tree_peak_rss_mb([s.pid for s in started])
+                runs.append({"wall_s": wall, "peak_rss_mb": peak})
             return runs
         finally:
-            for proc in procs:
-                stack.stop_pid(proc.pid, 30)
-            stack.down(workdir)
+            for service in started:
+                localstack.stop_service(service, 30)
+            localstack.down(workdir)
 
 
-def _tree_peak_rss_mb(procs: list[subprocess.Popen]) -> float:
-    """The largest peak RSS among the worker processes and their pool children."""
+def _tree_peak_rss_mb(pids: list[int]) -> float:
+    """The largest peak RSS among the worker processes `pids` and their pool children. psutil
+    finds the children; the peak (VmHWM) is read from /proc, as psutil has no field for it."""
+    import psutil
+
     peak = 0.0
-    pids = [p.pid for p in procs]
-    for pid in list(pids):
-        children = Path(f"/proc/{pid}/task/{pid}/children")
-        if children.exists():
-            pids += [int(c) for c in children.read_text().split()]
     for pid in pids:
-        status = Path(f"/proc/{pid}/status")
-        if status.exists():
-            for line in status.read_text().splitlines():
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for proc in procs:
+            try:
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
                 if line.startswith("VmHWM:"):
                     peak = max(peak, int(line.split()[1]) / 1024)
     return peak
@@ -347,7 +344,7 @@ def main() -> int:
         print(json.dumps(result))
         return 0
 
-    data = get_settings().test_data
+    data = shared_data_root()
     case = data / "videos" / "hamilton_whitehouse"
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--video", type=Path, default=case / "short_hamilton_clip.mp4")
@@ -380,7 +377,7 @@ def main() -> int:
         if not path.exists():
             parser.error(f"{path} does not exist (set FACEFLEET_TEST_DATA or pass it)")
 
-    from core.video import probe
+    from facefleet.core.video import probe
 
     info = probe(args.video)
     video_runs: dict[str, list[dict]] = {"baseline": [], "in-process": []}

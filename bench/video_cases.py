@@ -13,16 +13,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.gallery import Gallery
-from core.pipeline import build_pipeline
-from core.schemas import VideoResult
-from core.settings import get_settings
-from core.video_pipeline import run_video
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the tests' data setting
+
+from facefleet.core.gallery import Gallery  # noqa: E402
+from facefleet.core.pipeline import build_pipeline  # noqa: E402
+from facefleet.core.schemas import VideoResult  # noqa: E402
+from facefleet.core.settings import get_settings  # noqa: E402
+from facefleet.core.video_pipeline import run_video  # noqa: E402
+from tests.data import shared_data_root  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=1)
     args = parser.parse_args()
     settings = get_settings()
-    data = args.data or settings.test_data
+    data = args.data or shared_data_root()
     rows = []
     pipeline, _ = build_pipeline(settings, None)  # models load once, galleries change per case
     assert pipeline.embedder is not None, "needs an extractor model"

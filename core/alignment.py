@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from core.detectors.base import Detector
-from core.schemas import FaceDetection
+from facefleet.core.detectors.base import Detector
+from facefleet.core.schemas import FaceDetection
 
 # The standard five-point template of ArcFace models, for a 112×112 crop: left eye, right eye,
 # nose, left mouth corner, right mouth corner.
@@ -77,15 +77,6 @@ def align_faces(image: np.ndarray, faces: list[FaceDetection], size: int = 112) 
     if not faces:
         return np.zeros((0, size, size, 3), dtype=np.uint8)
     return np.stack([align_face(image, face, size) for face in faces])
-
-
-def center_crop(image: np.ndarray, size: int = 112, fraction: float = 0.5) -> np.ndarray:
-    """Fallback when no face is found in a pre-cropped face image (e.g. LFW): the centre."""
-    h, w = image.shape[:2]
-    side = int(min(h, w) * fraction)
-    y0, x0 = (h - side) // 2, (w - side) // 2
-    crop = image[y0 : y0 + side, x0 : x0 + side]
-    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
 
 
 # Landmark order after a horizontal flip: the eyes and the mouth corners swap sides.

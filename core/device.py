@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.errors import ModelError
+from facefleet.core.errors import ModelError
 
 
 def limit_threads(threads: int) -> None:

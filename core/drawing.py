@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from core.schemas import FaceResult
+from facefleet.core.schemas import FaceResult
 
 Color = tuple[int, int, int]
 

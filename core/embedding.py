@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
-from core.errors import ModelError
-from core.schemas import Thresholds
+from facefleet.core.errors import ModelError
+from facefleet.core.schemas import PairEvaluation, Thresholds
 
 ExtractorRuntime = Literal["auto", "torch", "onnx"]
 
@@ -27,6 +27,29 @@ CHECKPOINT_VERSION = 1
 BACKBONE_FEATURES = 1280  # EfficientNet-B0's pooled feature width
 
 log = logging.getLogger(__name__)
+
+
+class TrainingRecord(BaseModel):
+    """How a trained checkpoint came to be: its data, recipe and the evaluation it was kept
+    for. Every field is optional: a checkpoint built outside the trainer records less."""
+
+    data: str | None = None
+    train_protocol: str | None = Field(
+        default=None, description="LFW protocol of the training people (devtrain)"
+    )
+    train_people: int | None = None
+    train_images: int | None = None
+    epoch: int | None = None
+    epochs_planned: int | None = None
+    device: str | None = None
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="The training recipe as it ran (TrainConfig)"
+    )
+    devtest: PairEvaluation | None = None
+    threshold_rule: str | None = None
+    variant: str | None = None
+    teacher: str | None = None
+    note: str | None = None
 
 
 class ExtractorMeta(BaseModel):
@@ -41,7 +64,7 @@ class ExtractorMeta(BaseModel):
     embedding_size: int = 512
     dropout: float = 0.05
     thresholds: Thresholds = Field(default_factory=Thresholds)
-    training: dict[str, Any] = Field(default_factory=dict)
+    training: TrainingRecord = Field(default_factory=TrainingRecord)
 
 
 def build_extractor(embedding_size: int = 512, dropout: float = 0.05) -> Any:
@@ -137,7 +160,7 @@ def onnx_session(model: Any, meta: ExtractorMeta, threads: int | None = None) ->
     import onnxruntime as ort
     import torch
 
-    from core.device import onnx_session_options
+    from facefleet.core.device import onnx_session_options
 
     buffer = io.BytesIO()
     dummy = torch.zeros(1, 3, meta.input_size, meta.input_size)

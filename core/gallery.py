@@ -10,18 +10,18 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from core.alignment import align_face, refine_landmarks
-from core.detectors.base import Detector
-from core.embedding import FaceEmbedder
-from core.errors import FacefleetError, GalleryError
-from core.images import is_image_path, read_image
-from core.jobs import is_person_name
-from core.schemas import Match, Thresholds
+from facefleet.core.alignment import align_face, refine_landmarks
+from facefleet.core.detectors.base import Detector
+from facefleet.core.embedding import FaceEmbedder
+from facefleet.core.errors import FacefleetError, GalleryError
+from facefleet.core.images import read_image
+from facefleet.core.media import is_image_path
+from facefleet.core.names import Metric, is_person_name
+from facefleet.core.schemas import Match, Thresholds
 
 GALLERY_VERSION = 1
 
@@ -113,7 +113,9 @@ class Gallery:
                 issues.append(EnrollIssue(person_dir.name, str(person_dir), "no image files"))
                 continue
             issues.extend(
-                gallery.add_person(person_dir.name, images, detector, embedder, on_image=on_image)
+                gallery.add_person(
+                    person_dir.name, images, detector, embedder, refine, on_image=on_image
+                )
             )
         if len(gallery) == 0:
             raise GalleryError(f"gallery folder {folder}: no face could be enrolled")
@@ -139,7 +141,7 @@ class Gallery:
             try:
                 image = read_image(path)
             except FacefleetError as exc:
-                issues.append(EnrollIssue(name, str(path), str(exc).split(": ", 1)[-1]))
+                issues.append(EnrollIssue(name, str(path), exc.reason))
                 continue
             faces = detector.detect([image])[0]
             if not faces:
@@ -215,7 +217,7 @@ class Gallery:
     def match(
         self,
         embeddings: np.ndarray,
-        metric: Literal["cosine", "euclidean"] = "cosine",
+        metric: Metric = "cosine",
         threshold: float | None = None,
         thresholds: Thresholds | None = None,
     ) -> list[Match]:

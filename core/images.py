@@ -8,13 +8,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from core.errors import InputError, require_input_file
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
-
-
-def is_image_path(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+from facefleet.core.errors import InputError, require_input_file
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -38,13 +32,13 @@ def read_image(path: Path) -> np.ndarray:
                 img = Image.fromarray((arr * (255.0 / peak)).astype(np.uint8))
             rgb = np.asarray(img.convert("RGB"))
     except Image.DecompressionBombError as exc:
-        raise InputError(f"{path}: image too large to decode safely ({exc})") from None
+        raise InputError(f"image too large to decode safely ({exc})", subject=path) from None
     except UnidentifiedImageError:
-        raise InputError(f"{path}: not an image file (or an unsupported format)") from None
+        raise InputError("not an image file (or an unsupported format)", subject=path) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{path}: cannot decode image ({exc})") from None
+        raise InputError(f"cannot decode image ({exc})", subject=path) from None
     if rgb.shape[0] < 2 or rgb.shape[1] < 2:
-        raise InputError(f"{path}: image is too small ({rgb.shape[1]}x{rgb.shape[0]})")
+        raise InputError(f"image is too small ({rgb.shape[1]}x{rgb.shape[0]})", subject=path)
     return np.ascontiguousarray(rgb[:, :, ::-1])
 
 

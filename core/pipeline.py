@@ -11,16 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from core.alignment import align_faces, refine_landmarks
-from core.detectors import Detector, detector_from_settings
-from core.device import limit_threads, resolve_device
-from core.embedding import FaceEmbedder
-from core.errors import InputError
-from core.gallery import EnrollIssue, Gallery
-from core.images import read_image
-from core.prefetch import Prefetcher
-from core.schemas import FaceDetection, FaceResult, ImageResult, Match, ModelInfo
-from core.settings import Settings
+from facefleet.core.alignment import align_faces, refine_landmarks
+from facefleet.core.detectors import Detector, detector_from_settings
+from facefleet.core.device import limit_threads, resolve_device
+from facefleet.core.embedding import FaceEmbedder
+from facefleet.core.errors import InputError, ModelError
+from facefleet.core.gallery import EnrollIssue, Gallery
+from facefleet.core.images import read_image
+from facefleet.core.names import Metric
+from facefleet.core.prefetch import Prefetcher
+from facefleet.core.schemas import FaceDetection, FaceResult, ImageResult, Match, ModelInfo
+from facefleet.core.settings import Settings
 
 
 @dataclass
@@ -28,7 +29,7 @@ class FacePipeline:
     detector: Detector
     embedder: FaceEmbedder | None = None
     gallery: Gallery | None = None
-    metric: str = "cosine"
+    metric: Metric = "cosine"
     threshold: float | None = None
     align_size: int = 112
     align_refine: bool = True
@@ -150,38 +151,80 @@ class ProcessedImage:
     error: InputError | None = None
 
 
+# ---- the one factory: pipelines and their models from settings ----------------------------
+
+
+def prepare_process(settings: Settings) -> str:
+    """The concrete device, with this process's thread count applied once."""
+    if settings.threads:
+        limit_threads(settings.threads)
+    return resolve_device(settings.device)
+
+
+def load_extractor(
+    settings: Settings,
+    path: Path | None = None,
+    device: str | None = None,
+    batch_size: int | None = None,
+) -> FaceEmbedder:
+    """The extractor at `path`, else the one the settings name (the shipped model by
+    default); a ModelError when there is none."""
+    path = path or settings.resolved_model_path()
+    if path is None:
+        raise ModelError(
+            "no extractor: pass --model PATH (FACEFLEET_MODEL); none is shipped with this install"
+        )
+    return FaceEmbedder.from_checkpoint(
+        path,
+        device or resolve_device(settings.device),
+        batch_size or settings.batch_size,
+        settings.extractor_runtime,
+        settings.threads,
+    )
+
+
+def assemble_pipeline(
+    settings: Settings,
+    detector: Detector,
+    embedder: FaceEmbedder | None,
+    gallery: Gallery | None = None,
+    metric: Metric | None = None,
+    threshold: float | None = None,
+) -> FacePipeline:
+    """A pipeline over models already loaded; `metric`/`threshold` override the settings
+    (a job's options)."""
+    return FacePipeline(
+        detector=detector,
+        embedder=embedder,
+        gallery=gallery,
+        metric=metric or settings.metric,
+        threshold=threshold if threshold is not None else settings.threshold,
+        align_size=settings.align_size,
+        align_refine=settings.align_refine,
+    )
+
+
+def open_gallery(
+    settings: Settings, path: Path, detector: Detector, embedder: FaceEmbedder
+) -> tuple[Gallery, list[EnrollIssue]]:
+    """A saved gallery, or one enrolled from a `<dir>/<Person>/*.jpg` folder."""
+    if Gallery.is_saved_gallery(path):
+        return Gallery.load(path, embedder), []
+    return Gallery.enroll_folder(
+        path, detector, embedder, settings.align_size, settings.align_refine
+    )
+
+
 def build_pipeline(
     settings: Settings,
     gallery_path: Path | None = None,
 ) -> tuple[FacePipeline, list[EnrollIssue]]:
-    """Load the models named by `settings` once. Raises FacefleetError subclasses."""
-    device = resolve_device(settings.device)
-    if settings.threads:
-        limit_threads(settings.threads)
+    """Load the models named by `settings` once (in-process runs). Without an extractor
+    faces are detected, not recognized. Raises FacefleetError subclasses."""
+    device = prepare_process(settings)
     detector = detector_from_settings(settings, device)
-    model_path = settings.resolved_model_path()
-    embedder = (
-        FaceEmbedder.from_checkpoint(
-            model_path, device, settings.batch_size, settings.extractor_runtime, settings.threads
-        )
-        if model_path
-        else None
-    )
+    embedder = load_extractor(settings, device=device) if settings.resolved_model_path() else None
     gallery, issues = None, []
     if gallery_path is not None and embedder is not None:
-        if Gallery.is_saved_gallery(gallery_path):
-            gallery = Gallery.load(gallery_path, embedder)
-        else:
-            gallery, issues = Gallery.enroll_folder(
-                gallery_path, detector, embedder, settings.align_size, settings.align_refine
-            )
-    pipeline = FacePipeline(
-        detector=detector,
-        embedder=embedder,
-        gallery=gallery,
-        metric=settings.metric,
-        threshold=settings.threshold,
-        align_size=settings.align_size,
-        align_refine=settings.align_refine,
-    )
-    return pipeline, issues
+        gallery, issues = open_gallery(settings, gallery_path, detector, embedder)
+    return assemble_pipeline(settings, detector, embedder, gallery), issues

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from facefleet.core.names import METRICS, Metric
+
 Point = tuple[float, float]
 Box = tuple[float, float, float, float]
-
-LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 
 class FaceDetection(BaseModel):
@@ -106,7 +104,7 @@ class ModelInfo(BaseModel):
 
     detector: str
     extractor: str | None = Field(description="Extractor model id, or null when none was loaded")
-    metric: Literal["cosine", "euclidean"] = "cosine"
+    metric: Metric = "cosine"
     threshold: float | None = None
     gallery_size: int = 0
 
@@ -171,3 +169,45 @@ class VideoResult(BaseModel):
     model: ModelInfo
     frames: list[FrameResult]
     tracks: list[Track]
+
+
+# ---- evaluations (the figures a model is judged and calibrated by) ----------------------
+
+
+class CVResult(BaseModel):
+    """K-fold verification accuracy for one metric (the LFW protocol when K = 10)."""
+
+    metric: Metric
+    # Mean and population std over folds, each fold scored with a threshold picked on the rest.
+    accuracy: float
+    accuracy_std: float
+    f1: float
+    f1_std: float
+    # The threshold chosen for each held-out fold, in fold-id order.
+    thresholds: list[float]
+    # Best-F1 threshold on all pairs: the operating point to deploy, not an unbiased estimate.
+    best_threshold: float
+    best_f1: float
+    best_accuracy: float
+
+
+class PairEvaluation(BaseModel):
+    """Both metrics on one pair set."""
+
+    protocol: str
+    pairs: int
+    cosine: CVResult
+    euclidean: CVResult
+
+    def lines(self, prefix: str = "") -> list[str]:
+        """One clear line per metric."""
+        out = []
+        for metric in METRICS:
+            r: CVResult = getattr(self, metric)
+            rule = ">=" if metric == "cosine" else "<="
+            out.append(
+                f"{prefix}{self.protocol} {metric:9s} best threshold {rule} {r.best_threshold:.4f}"
+                f"  F1 {r.best_f1:.4f}  acc {r.best_accuracy:.4f}"
+                f"  | 10-fold CV acc {r.accuracy:.4f} ± {r.accuracy_std:.4f}"
+            )
+        return out

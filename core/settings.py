@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DetectorName = Literal["retinaface", "yolov8-face"]
-Metric = Literal["cosine", "euclidean"]
-DeviceName = Literal["auto", "cpu", "cuda"]
+from facefleet.core.names import DetectorName, DeviceName, ExtractorRuntime, Metric
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-# The release extractor ships inside the facefleet package so that a fresh install recognizes
-# faces without any download.
-SHIPPED_MODEL = REPO_ROOT / "facefleet" / "models" / "facefleet-b0.pt"
+
+def shipped_model() -> Path:
+    """The release extractor, shipped inside the installed facefleet package so that a fresh
+    install recognizes faces without any download (found as package data, not through the
+    repository)."""
+    return Path(str(files("facefleet").joinpath("models", "facefleet-b0.pt")))
 
 
 class Settings(BaseSettings):
@@ -24,11 +24,17 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACEFLEET_", extra="ignore")
 
     # Detection
-    detector: DetectorName = "retinaface"
-    detector_weights: Path | None = Field(
-        default=None, description="Weights file for yolov8-face (e.g. yolov8n-face.pt)."
+    detector: DetectorName = Field(
+        default="retinaface",
+        description="face detector: retinaface (offline, shipped) or yolov8-face (your weights, "
+        "the yolo extra)",
     )
-    det_score_threshold: float = Field(default=0.7, ge=0.0, le=1.0)
+    detector_weights: Path | None = Field(
+        default=None, description="weights for yolov8-face, e.g. yolov8n-face.pt (never downloaded)"
+    )
+    det_score_threshold: float = Field(
+        default=0.7, ge=0.0, le=1.0, description="detection score threshold"
+    )
     det_nms_threshold: float = Field(default=0.4, ge=0.0, le=1.0)
     min_face_size: int = Field(default=12, ge=0, description="Smallest face side in pixels.")
     max_input_side: int = Field(
@@ -41,11 +47,13 @@ class Settings(BaseSettings):
 
     # Recognition
     model: Path | None = Field(
-        default=None, description="Extractor checkpoint; default: the model shipped with facefleet."
+        default=None, description="feature extractor checkpoint (default: the shipped model)"
     )
-    metric: Metric = "cosine"
+    metric: Metric = Field(default="cosine", description="matching metric")
     threshold: float | None = Field(
-        default=None, description="Match threshold; default: the model's calibrated threshold."
+        default=None,
+        description="match threshold (default: the model's calibrated one); cosine: "
+        "similarity >= T, euclidean: distance <= T",
     )
     align_size: int = Field(default=112, ge=32)
     align_refine: bool = Field(
@@ -53,21 +61,23 @@ class Settings(BaseSettings):
         description="Second landmark pass on de-rotated faces (more accurate on tilted faces).",
     )
     batch_size: int = Field(default=32, ge=1)
-    extractor_runtime: Literal["auto", "torch", "onnx"] = Field(
+    extractor_runtime: ExtractorRuntime = Field(
         default="auto",
         description="auto: ONNX Runtime on the CPU (about 3x faster), torch fp16 on CUDA.",
     )
-    device: DeviceName = "auto"
+    device: DeviceName = Field(
+        default="auto", description="compute device (auto: cuda when present)"
+    )
 
     cache_dir: Path = Field(
         default=Path.home() / ".cache" / "facefleet",
         description="Derived data kept between runs (e.g. the aligned LFW faces).",
     )
 
-    # Data for the real-data tests and training.
-    test_data: Path = REPO_ROOT.parent / "shared" / "data"
     lfw_dir: Path | None = Field(
-        default=None, description="LFW for training tasks; default: <test_data>/lfw."
+        default=None,
+        description="LFW root (deep-funneled images + the protocol files) on the machines "
+        "that run training tasks; required for remote training.",
     )
 
     # ---- Batch system (tasks/, workers/, the SDK). No broker_url: jobs run in-process. ----
@@ -172,15 +182,12 @@ class Settings(BaseSettings):
     def backend_url(self) -> str | None:
         return self.result_backend or self.broker_url
 
-    @property
-    def lfw_path(self) -> Path:
-        return self.lfw_dir or self.test_data / "lfw"
-
     def resolved_model_path(self) -> Path | None:
         """The checkpoint to use: the explicit one, else the shipped one if present."""
         if self.model is not None:
             return self.model
-        return SHIPPED_MODEL if SHIPPED_MODEL.is_file() else None
+        shipped = shipped_model()
+        return shipped if shipped.is_file() else None
 
 
 def get_settings(**overrides: object) -> Settings:

@@ -18,28 +18,10 @@ from types import TracebackType
 import av
 import cv2
 import numpy as np
-from pydantic import BaseModel
 
-from core.errors import InputError, require_input_file
-from core.prefetch import Prefetcher
-
-VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg"})
-
-
-def is_video_path(path: Path) -> bool:
-    return path.suffix.lower() in VIDEO_SUFFIXES
-
-
-class VideoInfo(BaseModel):
-    source: str
-    width: int
-    height: int
-    fps: float
-    frame_count: int
-    duration_s: float
-    has_audio: bool
-    rotation: int
-    codec: str
+from facefleet.core.errors import InputError, require_input_file
+from facefleet.core.media import VideoInfo
+from facefleet.core.prefetch import Prefetcher
 
 
 @dataclass(frozen=True)
@@ -54,10 +36,10 @@ def _open(path: Path) -> av.container.InputContainer:
     try:
         container = av.open(str(path), mode="r")
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not a readable video ({exc})") from None
+        raise InputError(f"not a readable video ({exc})", subject=path) from None
     if not container.streams.video:
         container.close()
-        raise InputError(f"{path}: no video stream")
+        raise InputError("no video stream", subject=path)
     return container
 
 
@@ -97,7 +79,7 @@ def _decode(
                 yield index, time_s, frame
         except av.error.FFmpegError:
             if index < offset:
-                raise InputError(f"{path}: no decodable video frames") from None
+                raise InputError("no decodable video frames", subject=path) from None
     finally:
         container.close()
 
@@ -142,7 +124,7 @@ def probe(path: Path) -> VideoInfo:
     finally:
         container.close()
     if count == 0 or size is None:
-        raise InputError(f"{path}: no decodable video frames")
+        raise InputError("no decodable video frames", subject=path)
     width, height = size
     if rotation % 180:
         width, height = height, width
@@ -351,21 +333,3 @@ def cut_lossless(
             yield LosslessChunk(k, start, start + len(times), times, target if want else None)
     finally:
         frames.close()
-
-
-def check_video_header(path: Path) -> int:
-    """Cheap check before upload: the file opens as a video. Returns the frame count the
-    container declares (estimated from duration when absent; may be wrong, never decoded)."""
-    container = _open(path)
-    try:
-        stream = container.streams.video[0]
-        if stream.frames:
-            return int(stream.frames)
-        rate = float(stream.average_rate or stream.guessed_rate or 25)
-        if stream.duration is not None and stream.time_base is not None:
-            return int(float(stream.duration * stream.time_base) * rate)
-        if container.duration is not None:
-            return int(container.duration / 1_000_000 * rate)
-        return 0
-    finally:
-        container.close()

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
-from core.drawing import draw_faces
-from core.errors import InputError
-from core.gallery import Gallery
-from core.pipeline import FacePipeline
-from core.schemas import (
+from facefleet.core.drawing import draw_faces
+from facefleet.core.errors import InputError
+from facefleet.core.gallery import Gallery
+from facefleet.core.pipeline import FacePipeline
+from facefleet.core.schemas import (
     FaceResult,
     FrameResult,
     ModelInfo,
@@ -28,8 +28,8 @@ from core.schemas import (
     VideoFace,
     VideoResult,
 )
-from core.tracking import FaceTracker, associate, iou_matrix
-from core.video import H264Writer, VideoInfo, background_reader, mux, read_frames
+from facefleet.core.tracking import FaceTracker, associate, iou_matrix
+from facefleet.core.video import H264Writer, VideoInfo, background_reader, mux, read_frames
 
 MIN_TRACK_FACES = 3  # tracks seen fewer times are named only when clearly above threshold
 SHORT_TRACK_MARGIN = 0.05
@@ -111,7 +111,7 @@ def analyze(
     finally:
         reader.close()
     if not times:
-        raise InputError(f"{video}: no frames in range {start}..{end}")
+        raise InputError(f"no frames in range {start}..{end}", subject=video)
     real_end = start + len(times)
     if every > 1:
         faces = _fill_between_keyframes(faces, every, real_end)
@@ -390,7 +390,7 @@ def run_video(
     """
     import tempfile
 
-    from core.video import probe
+    from facefleet.core.video import probe
 
     info = info or probe(video)
     ranges = frame_ranges(info.frame_count, chunk_frames)

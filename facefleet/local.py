@@ -14,14 +14,16 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from facefleet.cli import EXIT_INPUT_ERRORS, EXIT_OK, EXIT_SETUP_ERROR
 from facefleet.console import err
 from facefleet.console import error as _error
 from facefleet.console import warn as _warn
+from facefleet.exits import EXIT_INPUT_ERRORS, EXIT_OK, EXIT_SETUP_ERROR
 from facefleet.inputs import collect_inputs, display_path
+from facefleet.jobs.records import JobOptions
+from facefleet.options import given
 
 if TYPE_CHECKING:
-    from core.pipeline import FacePipeline
+    from facefleet.core.pipeline import FacePipeline
 
 
 def _write_json(path: Path, text: str) -> None:
@@ -31,25 +33,14 @@ def _write_json(path: Path, text: str) -> None:
 
 
 def process_inputs(args: argparse.Namespace) -> int:
-    from core.drawing import draw_faces
-    from core.errors import FacefleetError
-    from core.images import write_image
-    from core.pipeline import build_pipeline
-    from core.settings import get_settings
+    from facefleet.core.drawing import draw_faces
+    from facefleet.core.errors import FacefleetError
+    from facefleet.core.images import write_image
+    from facefleet.core.pipeline import build_pipeline
+    from facefleet.core.settings import Settings, get_settings
 
-    try:
-        settings = get_settings(
-            detector=args.detector,
-            detector_weights=args.detector_weights,
-            det_score_threshold=args.det_threshold,
-            model=args.model,
-            metric=args.metric,
-            threshold=args.threshold,
-            device=args.device,
-        )
-    except ValueError as exc:
-        _error(f"invalid setting: {exc}")
-        return EXIT_SETUP_ERROR
+    settings = get_settings(**given(args, Settings))
+    options = JobOptions(**given(args, JobOptions))
 
     items, problems = collect_inputs(list(args.inputs))
     for problem in problems:
@@ -58,18 +49,14 @@ def process_inputs(args: argparse.Namespace) -> int:
         _error("no input to process")
         return EXIT_INPUT_ERRORS
 
-    try:
-        if settings.resolved_model_path() is None:
-            _warn(
-                "no extractor model given (--model) and none is shipped with this install: "
-                "faces are detected but not recognized"
-            )
-            if args.gallery:
-                _warn(f"gallery {display_path(args.gallery)} ignored: recognition needs a model")
-        pipeline, issues = build_pipeline(settings, args.gallery)
-    except FacefleetError as exc:
-        _error(str(exc))
-        return EXIT_SETUP_ERROR
+    if settings.resolved_model_path() is None:
+        _warn(
+            "no extractor model given (--model) and none is shipped with this install: "
+            "faces are detected but not recognized"
+        )
+        if args.gallery:
+            _warn(f"gallery {display_path(args.gallery)} ignored: recognition needs a model")
+    pipeline, issues = build_pipeline(settings, args.gallery)
     for issue in issues:
         _warn(f"gallery: {display_path(issue.source)}: {issue.reason}")
     if pipeline.gallery is not None:
@@ -131,7 +118,7 @@ def process_inputs(args: argparse.Namespace) -> int:
             target = out_dir / item.output_stem
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                _process_video(item.path, target, pipeline, args, progress)
+                _process_video(item.path, target, pipeline, options, progress)
                 done += 1
             except FacefleetError as exc:
                 failed += 1
@@ -146,13 +133,13 @@ def process_inputs(args: argparse.Namespace) -> int:
 
 
 def _process_video(
-    path: Path, target: Path, pipeline: FacePipeline, args: argparse.Namespace, progress: Progress
+    path: Path, target: Path, pipeline: FacePipeline, options: JobOptions, progress: Progress
 ) -> None:
     """One video: OUT/<name>.mp4 (annotated, with the source audio) and OUT/<name>.json."""
     import time
 
-    from core.video import probe
-    from core.video_pipeline import run_video
+    from facefleet.core.video import probe
+    from facefleet.core.video_pipeline import run_video
 
     info = probe(path)
     info = info.model_copy(update={"source": display_path(path)})
@@ -171,8 +158,8 @@ def _process_video(
         path,
         pipeline,
         target.with_name(target.name + ".mp4"),
-        every=args.every,
-        chunk_frames=args.chunk_frames,
+        every=options.every,
+        chunk_frames=options.chunk_frames,
         on_frames=advance,
         info=info,
     )

@@ -1,88 +1,44 @@
-"""`facefleet train` and `facefleet eval`."""
+"""`facefleet train` (local runs), `facefleet eval` and `facefleet calibrate`."""
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from facefleet.cli import EXIT_INPUT_ERRORS, EXIT_OK, EXIT_SETUP_ERROR
 from facefleet.console import err
-from facefleet.console import error as _error
+from facefleet.core.errors import FacefleetError
+from facefleet.core.settings import Settings, get_settings
+from facefleet.exits import EXIT_OK
+from facefleet.options import given, missing
+from facefleet.training.records import TrainConfig
+
+
+def _log(message: str) -> None:
+    err.print(message, highlight=False)
 
 
 def train(args: argparse.Namespace) -> int:
-    from core.errors import FacefleetError
-    from core.settings import get_settings
-    from training.trainer import TrainConfig, Trainer
+    from facefleet.training.trainer import Trainer
 
-    settings = get_settings()
-    if args.lfw is None or args.out is None:
-        _error("local training needs --lfw and --out (or use --remote)")
-        return EXIT_SETUP_ERROR
-    try:
-        config = TrainConfig(
-            lfw=args.lfw,
-            out=args.out,
-            epochs=args.epochs,
-            eval_every=args.eval_every,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            margin=args.margin,
-            scale=args.scale,
-            easy_margin=args.easy_margin,
-            margin_warmup_epochs=args.margin_warmup,
-            max_people=args.max_people,
-            seed=args.seed,
-            distill=args.distill,
-            distill_weight=args.distill_weight,
-            init_from=args.init_from,
-            device=args.device,
-            cache_dir=settings.cache_dir,
-        )
-    except ValueError as exc:
-        _error(f"invalid training option: {exc}")
-        return EXIT_SETUP_ERROR
-    try:
-        Trainer(config, log=lambda m: err.print(m, highlight=False), progress=not args.quiet).run(
-            resume=args.resume
-        )
-    except FacefleetError as exc:
-        _error(str(exc))
-        return EXIT_SETUP_ERROR
+    absent = missing(args, ("lfw", "out"))
+    if absent:
+        raise FacefleetError(f"local training needs {' and '.join(absent)} (or use --remote)")
+    values = given(args, TrainConfig)
+    values.setdefault("cache_dir", get_settings().cache_dir)
+    config = TrainConfig(**values)
+    Trainer(config, log=_log, progress=not args.quiet).run(resume=args.resume)
     return EXIT_OK
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from core.embedding import FaceEmbedder
-    from core.errors import FacefleetError
-    from core.settings import get_settings
-    from training.evaluation_report import evaluate_model
+    from facefleet.core.pipeline import load_extractor
+    from facefleet.training.evaluation_report import evaluate_model
 
-    settings = get_settings(model=args.model, device=args.device)
-    model_path = settings.resolved_model_path()
-    if model_path is None:
-        _error("no extractor to evaluate: pass --model PATH (none is shipped with this install)")
-        return EXIT_SETUP_ERROR
-    try:
-        from core.device import resolve_device
-
-        embedder = FaceEmbedder.from_checkpoint(
-            model_path, resolve_device(settings.device), 256, settings.extractor_runtime
-        )
-        report = evaluate_model(
-            embedder,
-            Path(args.lfw),
-            settings.cache_dir,
-            log=lambda m: err.print(m, highlight=False),
-            progress=not args.quiet,
-        )
-    except FacefleetError as exc:
-        _error(str(exc))
-        return EXIT_SETUP_ERROR
-    except ValueError as exc:  # too few pairs to evaluate
-        _error(str(exc))
-        return EXIT_INPUT_ERRORS
+    settings = get_settings(**given(args, Settings))
+    embedder = load_extractor(settings, batch_size=256)
+    report = evaluate_model(
+        embedder, args.lfw, settings.cache_dir, log=_log, progress=not args.quiet
+    )
     for line in report.lines():
         print(line)
     if args.json:
@@ -92,24 +48,9 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def calibrate(args: argparse.Namespace) -> int:
-    from core.errors import FacefleetError
-    from core.settings import get_settings
-    from training.evaluation_report import calibrate_checkpoint
+    from facefleet.training.evaluation_report import calibrate_checkpoint
 
-    settings = get_settings()
-    try:
-        calibrate_checkpoint(
-            args.model,
-            args.lfw,
-            settings.cache_dir,
-            args.out,
-            args.far,
-            log=lambda m: err.print(m, highlight=False),
-        )
-    except FacefleetError as exc:
-        _error(str(exc))
-        return EXIT_SETUP_ERROR
-    except ValueError as exc:
-        _error(str(exc))
-        return EXIT_INPUT_ERRORS
+    calibrate_checkpoint(
+        args.model, args.lfw, get_settings().cache_dir, args.out, args.far, log=_log
+    )
     return EXIT_OK

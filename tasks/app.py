@@ -1,7 +1,8 @@
 """The Celery app: Redis broker and result backend, json only, two queues.
 
-Importing this module costs no torch: the SDK imports it to send tasks by name, and only
-worker processes import the task modules (see `TASK_MODULES`).
+Importing this module costs no torch: the SDK imports it to send tasks by name. The task
+modules are listed in `include` and imported by Celery when a worker (or the in-process
+mode, `tasks.inprocess`) starts, never by this module.
 """
 
 from __future__ import annotations
@@ -10,15 +11,15 @@ from celery import Celery
 from celery.schedules import crontab, schedule
 from kombu import Queue
 
-from core.errors import FacefleetError
-from core.settings import Settings, get_settings
+from facefleet.core.errors import FacefleetError
+from facefleet.core.settings import Settings, get_settings
 
 TASK_MODULES = (
-    "tasks.video",
-    "tasks.images",
-    "tasks.gallery",
-    "tasks.training",
-    "tasks.watchdog",
+    "facefleet.tasks.video",
+    "facefleet.tasks.images",
+    "facefleet.tasks.gallery",
+    "facefleet.tasks.training",
+    "facefleet.tasks.watchdog",
 )
 
 # The task that starts (or, published again, resumes) a job of each kind.
@@ -34,7 +35,6 @@ ROUTES = {
     "facefleet.plan_images": "cpu",
     "facefleet.recognize_images": "gpu",
     "facefleet.finalize_images": "cpu",
-    "facefleet.job_failed": "cpu",
     "facefleet.gallery_enroll": "gpu",
     "facefleet.gallery_remove": "cpu",
     "facefleet.train": "gpu",
@@ -57,7 +57,7 @@ def parse_cron(line: str) -> crontab:
 
 def make_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    app = Celery("facefleet")
+    app = Celery("facefleet", include=list(TASK_MODULES))
     broker = settings.broker_url or "memory://"
     transport = {"visibility_timeout": settings.visibility_timeout_s}
     app.conf.update(

@@ -12,11 +12,11 @@ from typing import Any
 from celery import Task, chord
 from celery.exceptions import Ignore
 
-from core.errors import FacefleetError
-from core.job_store import JobStore
-from core.jobs import ChunkPlan, JobKeys, JobPlan, check_job_id
-from core.storage import ObjectNotFound, StorageUnavailable
-from tasks.runtime import get_runtime
+from facefleet.core.errors import FacefleetError
+from facefleet.jobs.job_store import JobStore
+from facefleet.jobs.records import ChunkPlan, JobKeys, JobPlan, check_job_id
+from facefleet.jobs.storage import ObjectNotFound, StorageUnavailable
+from facefleet.tasks.runtime import get_runtime
 
 log = logging.getLogger("facefleet.tasks")
 

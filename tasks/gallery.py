@@ -8,12 +8,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from core.errors import GalleryError
-from core.jobs import EnrollReport, RemoveReport
-from core.storage import StorageUnavailable
-from tasks.app import app
-from tasks.locks import cluster_lock
-from tasks.runtime import get_runtime
+from facefleet.core.errors import GalleryError
+from facefleet.jobs.records import EnrollReport, RemoveReport
+from facefleet.jobs.storage import StorageUnavailable
+from facefleet.tasks.app import app
+from facefleet.tasks.locks import cluster_lock
+from facefleet.tasks.runtime import get_runtime
 
 
 @app.task(
@@ -24,8 +24,8 @@ from tasks.runtime import get_runtime
 )
 def gallery_enroll(gallery: str, person: str, keys: list[str], sources: list[str]) -> dict:
     """Enroll `person` from the uploaded images at `keys` (deleted afterwards)."""
-    from core.gallery import Gallery, check_person_name
-    from core.gallery_store import load_gallery, save_gallery
+    from facefleet.core.gallery import Gallery, check_person_name
+    from facefleet.jobs.gallery_store import load_gallery, save_gallery
 
     rt = get_runtime()
     check_person_name(person)
@@ -73,7 +73,7 @@ def gallery_enroll(gallery: str, person: str, keys: list[str], sources: list[str
 )
 def gallery_remove(gallery: str, person: str) -> dict:
     """Remove every crop and embedding of `person` (a new gallery version without them)."""
-    from core.gallery_store import load_gallery, save_gallery
+    from facefleet.jobs.gallery_store import load_gallery, save_gallery
 
     rt = get_runtime()
     with cluster_lock(f"gallery:{gallery}", ttl_s=600):

@@ -8,10 +8,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from core.jobs import ChunkPlan, ImageChunkResult, ImageOutcome, JobPlan
-from tasks.app import app
-from tasks.common import JobTask, fan_out
-from tasks.runtime import get_runtime
+from facefleet.jobs.records import ChunkPlan, ImageChunkResult, ImageOutcome, JobPlan
+from facefleet.tasks.app import app
+from facefleet.tasks.common import JobTask, fan_out
+from facefleet.tasks.runtime import get_runtime
 
 
 @app.task(base=JobTask, bind=True, name="facefleet.plan_images")
@@ -37,8 +37,8 @@ def plan_images(self: JobTask, job_id: str) -> None:
 
 @app.task(base=JobTask, bind=True, name="facefleet.recognize_images")
 def recognize_images(self: JobTask, job_id: str, k: int) -> None:
-    from core.drawing import draw_faces
-    from core.images import encode_jpeg
+    from facefleet.core.drawing import draw_faces
+    from facefleet.core.images import encode_jpeg
 
     rt = get_runtime()
     job = self.open_step(job_id, lambda keys: keys.chunk_result(k))
@@ -59,10 +59,8 @@ def recognize_images(self: JobTask, job_id: str, k: int) -> None:
         processed = pipeline.process_images(paths, [item.source for item in items])
         for number, item, done in zip(numbers, items, processed, strict=True):
             if done.error is not None or done.result is None or done.image is None:
-                reason = str(done.error).split(": ", 1)[-1]
-                outcomes.append(
-                    ImageOutcome(input=number, name=item.name, error=f"{item.source}: {reason}")
-                )
+                error = done.error.about(item.source) if done.error else "not recognized"
+                outcomes.append(ImageOutcome(input=number, name=item.name, error=str(error)))
                 continue
             faces = done.result.faces
             jpg, json_key = keys.part(k, f"{item.name}.jpg"), keys.part(k, f"{item.name}.json")

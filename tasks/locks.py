@@ -6,8 +6,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
-from core.errors import FacefleetError
-from tasks.runtime import get_runtime
+from facefleet.core.errors import FacefleetError
+from facefleet.tasks.runtime import get_runtime
 
 _local: dict[str, threading.Lock] = {}
 _guard = threading.Lock()

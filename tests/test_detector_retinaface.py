@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.detectors import DetectorConfig, create_detector
-from core.detectors.base import Detector
-from core.errors import ModelError
-from core.images import read_image
-from core.schemas import FaceDetection
-from core.settings import Settings
+from facefleet.core.detectors import DetectorConfig, create_detector
+from facefleet.core.detectors.base import Detector
+from facefleet.core.errors import ModelError
+from facefleet.core.images import read_image
+from facefleet.core.schemas import FaceDetection
+from facefleet.core.settings import Settings
 
 
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.detectors.base import Detector, DetectorConfig, downscale
-from core.detectors.yolo import YoloFaceDetector
-from core.errors import ModelError
-from core.schemas import FaceDetection
+from facefleet.core.detectors.base import Detector, DetectorConfig, downscale
+from facefleet.core.detectors.yolo import YoloFaceDetector
+from facefleet.core.errors import ModelError
+from facefleet.core.schemas import FaceDetection
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 YOLO_ENV_VARS = ("YOLO_OFFLINE", "YOLO_AUTOINSTALL", "YOLO_CONFIG_DIR")
@@ -164,7 +164,7 @@ def test_detect_batch(detector: YoloFaceDetector) -> None:
 
 
 def test_registry_builds_it(face_weights: Path) -> None:
-    from core.detectors import create_detector
+    from facefleet.core.detectors import create_detector
 
     built = create_detector("yolov8-face", make_config(face_weights))
     assert isinstance(built, YoloFaceDetector)
@@ -317,8 +317,8 @@ _OFFLINE_SCRIPT = textwrap.dedent(
     socket.socket.connect_ex = guarded(real_connect_ex)
 
     import numpy as np
-    from core.detectors.base import DetectorConfig
-    from core.detectors.yolo import YoloFaceDetector
+    from facefleet.core.detectors.base import DetectorConfig
+    from facefleet.core.detectors.yolo import YoloFaceDetector
 
     config = DetectorConfig(
         weights=Path(sys.argv[1]), config_dir=Path(sys.argv[2]),
@@ -365,8 +365,8 @@ def test_loading_yolo_keeps_bad_images_a_clear_input_error(
     face_weights: Path, tmp_path: Path
 ) -> None:
     """ultralytics patches PIL.Image.open to pip-install plugins; the detector undoes it."""
-    from core.errors import InputError
-    from core.images import read_image
+    from facefleet.core.errors import InputError
+    from facefleet.core.images import read_image
 
     with yolo_env_restored():
         YoloFaceDetector(DetectorConfig(weights=face_weights, config_dir=tmp_path / "cfg"))

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from core.drawing import (
+from facefleet.core.drawing import (
     KNOWN_COLOR,
     LANDMARK_COLORS,
     UNKNOWN_COLOR,
@@ -18,7 +18,7 @@ from core.drawing import (
     label_box,
     style_for,
 )
-from core.schemas import FaceResult
+from facefleet.core.schemas import FaceResult
 
 SHAPE_360 = (360, 640, 3)
 SHAPE_4K = (2160, 3840, 3)

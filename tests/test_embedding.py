@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from core.embedding import (
+from facefleet.core.embedding import (
     ExtractorMeta,
     FaceEmbedder,
+    TrainingRecord,
     build_extractor,
     load_checkpoint,
     save_checkpoint,
 )
-from core.errors import ModelError
-from core.schemas import Thresholds
+from facefleet.core.errors import ModelError
+from facefleet.core.schemas import Thresholds
 
 
 def test_architecture_is_b0_with_dropout_and_512_linear() -> None:
@@ -48,7 +49,8 @@ def test_checkpoint_round_trip_keeps_meta_and_weights(tmp_path: Path) -> None:
     torch.manual_seed(3)
     model = build_extractor()
     meta = ExtractorMeta(
-        thresholds=Thresholds(cosine=0.31, euclidean=1.17), training={"epochs": 3, "data": "x"}
+        thresholds=Thresholds(cosine=0.31, euclidean=1.17),
+        training=TrainingRecord(epochs_planned=3, data="x"),
     )
     saved = save_checkpoint(model, meta, tmp_path / "m.pt")
     assert saved.model_id.startswith("b0-")

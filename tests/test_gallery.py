@@ -8,12 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
-from core.embedding import ExtractorMeta, FaceEmbedder, build_extractor, save_checkpoint
-from core.errors import GalleryError
-from core.gallery import Gallery, GallerySample
-from core.images import write_image
-from core.pipeline import FacePipeline
-from core.schemas import Thresholds
+from facefleet.core.alignment import align_face
+from facefleet.core.embedding import ExtractorMeta, FaceEmbedder, build_extractor, save_checkpoint
+from facefleet.core.errors import GalleryError
+from facefleet.core.gallery import Gallery, GallerySample
+from facefleet.core.images import read_image, write_image
+from facefleet.core.pipeline import FacePipeline
+from facefleet.core.schemas import Thresholds
 
 
 def unit(v: list[float]) -> np.ndarray:
@@ -96,6 +97,20 @@ def test_enroll_folder_reports_what_it_skips(
     assert reasons["blank.jpg"] == "no face detected"
     assert "not an image" in reasons["bad.jpg"]
     assert {i.person for i in issues if "not enrolled" in i.reason} == {"Nobody", "Broken"}
+
+
+def test_enroll_folder_honours_refine_off(
+    tmp_path: Path, astronaut_bgr, retinaface, embedder: FaceEmbedder
+) -> None:
+    """FACEFLEET_ALIGN_REFINE=false reaches folder enrolment: the crop comes from the
+    detector's own landmarks, not from the second landmark pass."""
+    folder = make_gallery_folder(tmp_path / "people", astronaut_bgr)
+    plain, _ = Gallery.enroll_folder(folder, retinaface, embedder, refine=False)
+    refined, _ = Gallery.enroll_folder(folder, retinaface, embedder, refine=True)
+    photo = read_image(folder / "Eileen_Collins" / "a.jpg")
+    (face,) = retinaface.detect([photo])[0]
+    assert np.array_equal(plain.crops[0], align_face(photo, face))
+    assert not np.array_equal(refined.crops[0], plain.crops[0])
 
 
 def test_enrolled_face_matches_itself(

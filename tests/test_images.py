@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.errors import InputError
-from core.images import read_image, write_image
+from facefleet.core.errors import InputError
+from facefleet.core.images import read_image, write_image
 
 
 def test_rgba_is_composited_on_white(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.errors import InputError
-from training.lfw import (
+from facefleet.core.errors import InputError
+from facefleet.training.lfw import (
     LFWDataset,
     Pair,
     fold_sizes,

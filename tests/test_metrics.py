@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.metrics import (
-    METRICS,
+from facefleet.core.names import METRICS
+from facefleet.training.metrics import (
     MIN_PAIRS,
     CVResult,
     Metric,

@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from core.images import write_image
-from core.pipeline import FacePipeline
-from core.prefetch import Prefetcher
+from facefleet.core.images import write_image
+from facefleet.core.pipeline import FacePipeline
+from facefleet.core.prefetch import Prefetcher
 
 
 def _boxes(faces) -> np.ndarray:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import Settings
-from tasks.app import make_app
+from facefleet.core.settings import Settings
+from facefleet.tasks.app import make_app
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET_VARS = ("MINIO_ROOT_PASSWORD", "REDIS_PASSWORD", "FACEFLEET_FLOWER_PASSWORD")
@@ -66,7 +66,7 @@ def test_secrets_are_not_printed() -> None:
 
 
 def test_presigned_urls_expire(tmp_path: Path) -> None:
-    from core.storage import S3Store
+    from facefleet.jobs.storage import S3Store
 
     assert Settings().presign_expiry_s == 3600
     # Presigning is local computation: no server needed to check the expiry it signs.

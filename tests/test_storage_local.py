@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import InputError
-from core.jobs import JobStatus, check_job_id, check_store_name, now
-from core.storage import LocalStore, ObjectNotFound, StorageError, check_key
+from facefleet.core.errors import InputError
+from facefleet.jobs.records import JobStatus, check_job_id, check_store_name, now
+from facefleet.jobs.storage import LocalStore, ObjectNotFound, StorageError, check_key
 
 
 def test_round_trip_list_delete(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.tracking import FaceTracker, associate, iou_matrix
+from facefleet.core.tracking import FaceTracker, associate, iou_matrix
 
 
 def test_iou_matrix() -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.embedding import FaceEmbedder
-from core.pipeline import FacePipeline
-from training.trainer import TrainConfig, Trainer
+from facefleet.core.embedding import FaceEmbedder
+from facefleet.core.pipeline import FacePipeline
+from facefleet.training.trainer import TrainConfig, Trainer
 
 pytestmark = pytest.mark.data
 
@@ -79,7 +79,7 @@ def test_exported_thresholds_reach_the_gallery(
         key=lambda r: r["devtest"]["cosine"]["accuracy"],
     )
     embedder = FaceEmbedder.from_checkpoint(out / "extractor.pt")
-    assert embedder.meta.training["train_protocol"] == "devtrain"
+    assert embedder.meta.training.train_protocol == "devtrain"
     thresholds = embedder.meta.thresholds
     assert thresholds.cosine == pytest.approx(best["devtest"]["cosine"]["best_threshold"])
     assert thresholds.euclidean == pytest.approx(best["devtest"]["euclidean"]["best_threshold"])
@@ -149,7 +149,7 @@ def test_resume_after_a_kill(data_root: Path, tmp_path: Path) -> None:
 
 
 def test_training_refuses_to_overwrite_a_run(small_run: tuple[Path, list[str]], data_root) -> None:
-    from core.errors import FacefleetError
+    from facefleet.core.errors import FacefleetError
 
     out, _ = small_run
     config = TrainConfig(lfw=data_root / "lfw", out=out, epochs=1, cache_dir=out / "cache", **SMALL)
@@ -173,8 +173,8 @@ def test_distilled_variant_is_trained_and_labelled(data_root: Path, tmp_path: Pa
     state = torch.load(tmp_path / "run" / "latest.pt", weights_only=True)
     assert state["projection"]["weight"].shape == (128, 512)
     meta = FaceEmbedder.from_checkpoint(tmp_path / "run" / "extractor.pt").meta
-    assert meta.training["variant"] == "distilled-dlib"
-    assert meta.training["teacher"] == "dlib_face_recognition_resnet_model_v1"
+    assert meta.training.variant == "distilled-dlib"
+    assert meta.training.teacher == "dlib_face_recognition_resnet_model_v1"
     teacher = np.load(tmp_path / "cache" / "teacher-dlib.npz")["vectors"]
     assert np.allclose(np.linalg.norm(teacher, axis=1), 1.0, atol=1e-4)
 
@@ -184,7 +184,7 @@ def test_fine_tuning_starts_from_an_earlier_run(
 ) -> None:
     import torch
 
-    from core.errors import FacefleetError
+    from facefleet.core.errors import FacefleetError
 
     source, _ = small_run
     lines: list[str] = []

@@ -8,8 +8,8 @@ import av
 import numpy as np
 import pytest
 
-from core.errors import InputError
-from core.video import H264Writer, cut_lossless, mux, probe, read_frames
+from facefleet.core.errors import InputError
+from facefleet.core.video import H264Writer, cut_lossless, mux, probe, read_frames
 from tests.conftest import make_video
 
 

@@ -6,23 +6,23 @@ from pathlib import Path
 
 import pytest
 
-from core.detectors import DetectorConfig, create_detector
-from core.embedding import FaceEmbedder
-from core.gallery import Gallery
-from core.pipeline import FacePipeline
-from core.schemas import VideoResult
-from core.settings import SHIPPED_MODEL
-from core.video import probe
-from core.video_pipeline import run_video
+from facefleet.core.detectors import DetectorConfig, create_detector
+from facefleet.core.embedding import FaceEmbedder
+from facefleet.core.gallery import Gallery
+from facefleet.core.pipeline import FacePipeline
+from facefleet.core.schemas import VideoResult
+from facefleet.core.settings import shipped_model
+from facefleet.core.video import probe
+from facefleet.core.video_pipeline import run_video
 
 pytestmark = pytest.mark.data
 
 
 @pytest.fixture(scope="module")
 def parts() -> tuple:
-    assert SHIPPED_MODEL.is_file(), f"the release model {SHIPPED_MODEL} is not shipped"
+    assert shipped_model().is_file(), f"the release model {shipped_model()} is not shipped"
     return create_detector("retinaface", DetectorConfig()), FaceEmbedder.from_checkpoint(
-        SHIPPED_MODEL
+        shipped_model()
     )
 
 

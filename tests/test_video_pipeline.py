@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from core.embedding import FaceEmbedder
-from core.gallery import Gallery
-from core.pipeline import FacePipeline
-from core.schemas import VideoResult
-from core.video import probe
-from core.video_pipeline import analyze, merge, run_video
+from facefleet.core.embedding import FaceEmbedder
+from facefleet.core.gallery import Gallery
+from facefleet.core.pipeline import FacePipeline
+from facefleet.core.schemas import VideoResult
+from facefleet.core.video import probe
+from facefleet.core.video_pipeline import analyze, merge, run_video
 from tests.conftest import make_video
 
 
@@ -55,7 +55,7 @@ def moving_face_clip(tmp_path_factory: pytest.TempPathFactory, astronaut_bgr) ->
 def pipeline(retinaface, embedder: FaceEmbedder, astronaut_bgr) -> FacePipeline:
     gallery = Gallery.empty(embedder)
     faces = retinaface.detect([astronaut_bgr])[0]
-    from core.alignment import align_face
+    from facefleet.core.alignment import align_face
 
     gallery.add_crops(
         "Eileen_Collins", align_face(astronaut_bgr, faces[0])[None], embedder, ["astronaut"]
@@ -84,7 +84,7 @@ def test_tracks_stitched_across_ranges_and_output_complete(
 
 
 def test_one_range_and_three_ranges_agree(moving_face_clip: Path, pipeline: FacePipeline) -> None:
-    from core.video import probe as probe_video
+    from facefleet.core.video import probe as probe_video
 
     info = probe_video(moving_face_clip)
     whole = merge(

@@ -11,11 +11,11 @@ from pathlib import Path
 import cv2
 import pytest
 
-from core.job_store import JobStore, job_activity
-from core.jobs import JobInput, JobKeys, JobSpec, JobStatus, new_job_id
-from core.settings import get_settings
 from facefleet.client import Client
-from tasks.app import make_app
+from facefleet.core.settings import get_settings
+from facefleet.jobs.job_store import JobStore, job_activity
+from facefleet.jobs.records import JobInput, JobKeys, JobSpec, JobStatus, new_job_id
+from facefleet.tasks.app import make_app
 
 
 @pytest.fixture()

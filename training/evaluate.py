@@ -6,42 +6,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel
 
-from core.embedding import FaceEmbedder
-from training.facecache import FaceCache
-from training.lfw import Pair
-from training.metrics import (
-    CVResult,
-    Metric,
+from facefleet.core.embedding import FaceEmbedder
+from facefleet.core.errors import InputError
+from facefleet.core.names import METRICS
+from facefleet.core.schemas import PairEvaluation
+from facefleet.training.facecache import FaceCache
+from facefleet.training.lfw import Pair
+from facefleet.training.metrics import (
     pair_scores,
     plot_threshold_curves,
     verification_report,
 )
-
-METRICS: tuple[Metric, Metric] = ("cosine", "euclidean")
-
-
-class PairEvaluation(BaseModel):
-    """Both metrics on one pair set."""
-
-    protocol: str
-    pairs: int
-    cosine: CVResult
-    euclidean: CVResult
-
-    def lines(self, prefix: str = "") -> list[str]:
-        """One clear line per metric."""
-        out = []
-        for metric in METRICS:
-            r: CVResult = getattr(self, metric)
-            rule = ">=" if metric == "cosine" else "<="
-            out.append(
-                f"{prefix}{self.protocol} {metric:9s} best threshold {rule} {r.best_threshold:.4f}"
-                f"  F1 {r.best_f1:.4f}  acc {r.best_accuracy:.4f}"
-                f"  | 10-fold CV acc {r.accuracy:.4f} ± {r.accuracy_std:.4f}"
-            )
-        return out
 
 
 def embed_pairs(
@@ -89,7 +65,7 @@ def identification_thresholds(
     cosine `at_least` (the best-F1 verification threshold): naming strangers must not be
     easier than verifying a pair, even for a weak model whose impostor scores sit low.
     """
-    from training.lfw import person_of
+    from facefleet.training.lfw import person_of
 
     vectors = embedder.embed(cache.take(list(relpaths)))
     people = np.array([person_of(p) for p in relpaths])
@@ -98,7 +74,7 @@ def identification_thresholds(
     upper = np.triu(np.ones_like(different, dtype=bool), k=1)
     impostors = sims[different & upper]
     if impostors.size < 1 / far:
-        raise ValueError(f"too few impostor pairs ({impostors.size}) for a rate of {far}")
+        raise InputError(f"too few impostor pairs ({impostors.size}) for a rate of {far}")
     cosine = float(np.clip(np.quantile(impostors, 1.0 - far), -1.0, 1.0))
     if at_least is not None:
         cosine = max(cosine, at_least)

@@ -8,10 +8,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from core.embedding import FaceEmbedder
-from training.evaluate import METRICS, PairEvaluation, evaluate_pairs
-from training.facecache import aligned_lfw_cache
-from training.lfw import LFWDataset, Pair, saw_lfw_people
+from facefleet.core.embedding import FaceEmbedder
+from facefleet.core.names import METRICS
+from facefleet.core.schemas import PairEvaluation
+from facefleet.training.evaluate import evaluate_pairs
+from facefleet.training.facecache import aligned_lfw_cache
+from facefleet.training.lfw import LFWDataset, Pair, saw_lfw_people
 
 
 class ModelEvaluation(BaseModel):
@@ -56,13 +58,12 @@ class ModelEvaluation(BaseModel):
 
 def trained_people(embedder: FaceEmbedder, dataset: LFWDataset) -> set[str] | None:
     """The LFW people the model trained on, when its checkpoint says which protocol."""
-    protocol = embedder.meta.training.get("train_protocol")
-    if protocol is None:
+    record = embedder.meta.training
+    if record.train_protocol is None:
         return None
-    people = dataset.people(protocol)
-    limit = embedder.meta.training.get("train_people")
-    if isinstance(limit, int):
-        people = people[:limit]
+    people = dataset.people(record.train_protocol)  # type: ignore[arg-type]
+    if record.train_people is not None:
+        people = people[: record.train_people]
     return {name for name, _ in people}
 
 
@@ -103,9 +104,9 @@ def calibrate_checkpoint(
     log: Callable[[str], None] = print,
 ) -> dict[str, float]:
     """Recompute both threshold calibrations on DevTest and write them into a checkpoint."""
-    from core.embedding import load_checkpoint, save_checkpoint
-    from core.schemas import Thresholds
-    from training.evaluate import identification_thresholds
+    from facefleet.core.embedding import load_checkpoint, save_checkpoint
+    from facefleet.core.schemas import Thresholds
+    from facefleet.training.evaluate import identification_thresholds
 
     net, meta = load_checkpoint(model)
     embedder = FaceEmbedder(net, meta, "cpu", batch_size=256)

@@ -1,18 +1,28 @@
-"""LFW faces detected and aligned once, kept as one array file so epochs never re-detect."""
+"""LFW faces detected and aligned once, kept as one array file so epochs never re-detect.
+
+The file is named by a fingerprint of everything that shapes its crops (the detector, its
+weights and settings, the landmark refine pass, the alignment code, the crop size): a change
+to any of them builds a new cache instead of serving crops made by other code. A cache
+keyed only by a version number once kept serving crops from before the refine pass changed,
+and a model was calibrated on them that a fresh machine could not reproduce.
+"""
 
 from __future__ import annotations
 
+import ast
+import hashlib
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from core.alignment import align_face, refine_landmarks, template
-from core.detectors.base import Detector
-from core.errors import InputError
-from core.images import read_image
-from core.schemas import FaceDetection
+from facefleet.core.alignment import align_face, refine_landmarks, template
+from facefleet.core.detectors.base import Detector
+from facefleet.core.errors import InputError
+from facefleet.core.images import read_image
+from facefleet.core.schemas import FaceDetection
 
 CACHE_VERSION = 1
 
@@ -147,6 +157,41 @@ def load_or_build(
     return cache
 
 
+def _code_digest(code: object) -> bytes:
+    """The code of a module or function as its syntax tree without docstrings: a changed
+    comment or docstring does not force a rebuild, a changed statement or constant does."""
+    tree = ast.parse(inspect.getsource(code))  # type: ignore[arg-type]
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and _is_docstring(body[0]):
+            node.body = body[1:] or [ast.Pass()]  # type: ignore[attr-defined]
+    return ast.dump(tree).encode()
+
+
+def _is_docstring(statement: ast.stmt) -> bool:
+    return (
+        isinstance(statement, ast.Expr)
+        and isinstance(statement.value, ast.Constant)
+        and isinstance(statement.value.value, str)
+    )
+
+
+def crop_fingerprint(size: int, refine: bool = True) -> str:
+    """A short hash of what decides the crops: this module's build code, the alignment and
+    detector code, the detector's default settings and its weights file, size, refine."""
+    from retinaface.weights import WEIGHTS
+
+    from facefleet.core import alignment
+    from facefleet.core.detectors import DetectorConfig, base, retinaface
+
+    digest = hashlib.sha256()
+    for code in (alignment, base, retinaface, build_face_cache, central_face, centre_landmarks):
+        digest.update(_code_digest(code))
+    digest.update(WEIGHTS)  # the ONNX model itself, as bytes
+    digest.update(f"{CACHE_VERSION}|{size}|{refine}|{DetectorConfig()!r}".encode())
+    return digest.hexdigest()[:12]
+
+
 def aligned_lfw_cache(
     lfw: Path,
     relpaths: Sequence[str],
@@ -156,13 +201,14 @@ def aligned_lfw_cache(
     log: Callable[[str], None] = print,
     progress: bool = True,
 ) -> FaceCache:
-    """The shared aligned-LFW cache (`<cache_dir>/lfw-aligned-<size>.npz`) holding `relpaths`,
-    aligning whatever it lacks with a progress bar."""
+    """The shared aligned-LFW cache (`<cache_dir>/lfw-aligned-<size>-<fingerprint>.npz`)
+    holding `relpaths`, aligning whatever it lacks with a progress bar. Caches made by other
+    code are left alone (delete them at will)."""
     from tqdm import tqdm
 
-    from core.detectors import DetectorConfig, create_detector
+    from facefleet.core.detectors import DetectorConfig, create_detector
 
-    cache_path = cache_dir / f"lfw-aligned-{size}.npz"
+    cache_path = cache_dir / f"lfw-aligned-{size}-{crop_fingerprint(size)}.npz"
     bar: tqdm | None = None
 
     def start(n: int) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-from core.errors import InputError
+from facefleet.core.errors import InputError
 
 LFW_IMAGE = "{name}/{name}_{index:04d}.jpg"
 N_FOLDS = 10

@@ -18,10 +18,11 @@ from typing import Literal, get_args
 import numpy as np
 from pydantic import BaseModel
 
-Metric = Literal["cosine", "euclidean"]
+from facefleet.core.names import METRICS, Metric
+from facefleet.core.schemas import CVResult
+
 Objective = Literal["f1", "accuracy"]
 
-METRICS: tuple[Metric, ...] = get_args(Metric)
 # Below this a 10-fold estimate rests on one or two pairs per fold: a number, but not a
 # meaningful one, so evaluation refuses instead.
 MIN_PAIRS = 20
@@ -39,23 +40,6 @@ class ThresholdResult(BaseModel):
     accuracy: float
     precision: float
     recall: float
-
-
-class CVResult(BaseModel):
-    """K-fold verification accuracy for one metric (the LFW protocol when K = 10)."""
-
-    metric: Metric
-    # Mean and population std over folds, each fold scored with a threshold picked on the rest.
-    accuracy: float
-    accuracy_std: float
-    f1: float
-    f1_std: float
-    # The threshold chosen for each held-out fold, in fold-id order.
-    thresholds: list[float]
-    # Best-F1 threshold on all pairs: the operating point to deploy, not an unbiased estimate.
-    best_threshold: float
-    best_f1: float
-    best_accuracy: float
 
 
 # --------------------------------------------------------------------------------------------

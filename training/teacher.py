@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.detectors.base import Detector
-from core.errors import ModelError
-from core.images import read_image
-from training.facecache import central_face
+from facefleet.core.detectors.base import Detector
+from facefleet.core.errors import ModelError
+from facefleet.core.images import read_image
+from facefleet.training.facecache import central_face
 
 TEACHER_ID = "dlib_face_recognition_resnet_model_v1"
 TEACHER_DIM = 128

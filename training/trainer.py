@@ -1,7 +1,7 @@
 """Training the extractor: EfficientNet-B0 + ArcFace on LFW View 1 DevTrain.
 
 Every `eval_every` epochs the extractor is evaluated on the DevTest pairs (people disjoint
-from training) and the best threshold with its F1 is reported for cosine and euclidean.
+from facefleet.training) and the best threshold with its F1 is reported for cosine and euclidean.
 The full training state is written after every epoch, so a killed run loses at most the
 epoch in progress and `resume` continues exactly there.
 """
@@ -13,57 +13,33 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from torch.nn import functional as F
 
-from core.detectors import DetectorConfig, create_detector
-from core.device import resolve_device
-from core.embedding import ExtractorMeta, FaceEmbedder, build_extractor, save_checkpoint
-from core.errors import FacefleetError
-from core.schemas import Thresholds
-from training.arcface import ArcFaceHead
-from training.augment import augment_batch
-from training.evaluate import PairEvaluation, evaluate_pairs, identification_thresholds
-from training.facecache import FaceCache, aligned_lfw_cache
-from training.lfw import LFWDataset
+from facefleet.core.detectors import DetectorConfig, create_detector
+from facefleet.core.device import resolve_device
+from facefleet.core.embedding import (
+    ExtractorMeta,
+    FaceEmbedder,
+    TrainingRecord,
+    build_extractor,
+    save_checkpoint,
+)
+from facefleet.core.errors import FacefleetError, InputError
+from facefleet.core.schemas import PairEvaluation, Thresholds
+from facefleet.training.arcface import ArcFaceHead
+from facefleet.training.augment import augment_batch
+from facefleet.training.evaluate import evaluate_pairs, identification_thresholds
+from facefleet.training.facecache import FaceCache, aligned_lfw_cache
+from facefleet.training.lfw import LFWDataset
+from facefleet.training.records import TrainConfig
+from facefleet.training.teacher import TEACHER_ID
 
 STATE_VERSION = 1
-
-
-class TrainConfig(BaseModel):
-    lfw: Path
-    out: Path
-    epochs: int = Field(default=40, ge=1)
-    eval_every: int = Field(default=1, ge=1)
-    batch_size: int = Field(default=64, ge=2)
-    lr: float = Field(default=2e-3, gt=0)
-    weight_decay: float = Field(default=5e-2, ge=0)
-    warmup_epochs: float = Field(default=1.0, ge=0)
-    scale: float = 30.0
-    margin: float = 0.5
-    easy_margin: bool = False
-    margin_warmup_epochs: int = Field(default=0, ge=0)
-    input_size: int = 112
-    embedding_size: int = 512
-    seed: int = 0
-    device: str = "auto"
-    max_people: int | None = Field(default=None, ge=2, description="Subset for quick runs")
-    cache_dir: Path | None = None
-    export_half: bool = True
-    distill: Literal["none", "dlib"] = Field(
-        default="none",
-        description="Variant: also pull the embeddings towards a pretrained teacher's",
-    )
-    distill_weight: float = Field(default=10.0, ge=0)
-    init_from: Path | None = Field(
-        default=None,
-        description="Start from the weights of an earlier run's state (latest.pt/best.pt) "
-        "with a fresh optimizer and schedule",
-    )
 
 
 class EpochReport(BaseModel):
@@ -157,7 +133,7 @@ class Trainer:
         self.train_crops = self.cache.take(self.train_paths)
         self.teacher_vectors: np.ndarray | None = None
         if cfg.distill == "dlib":
-            from training.teacher import teacher_embeddings
+            from facefleet.training.teacher import teacher_embeddings
 
             self.log(f"teacher ({cfg.distill}) embeddings for {len(self.train_paths)} images")
             tbar = _bar(len(self.train_paths), "teacher", self.progress)
@@ -370,8 +346,8 @@ class Trainer:
 
     def _margin_for(self, epoch: int) -> float:
         cfg = self.config
-        if cfg.margin_warmup_epochs and epoch <= cfg.margin_warmup_epochs:
-            return cfg.margin * epoch / cfg.margin_warmup_epochs
+        if cfg.margin_warmup and epoch <= cfg.margin_warmup:
+            return cfg.margin * epoch / cfg.margin_warmup
         return cfg.margin
 
     def _train_epoch(self, epoch: int) -> EpochReport:
@@ -455,7 +431,7 @@ class Trainer:
             strict = identification_thresholds(
                 embedder, self.cache, eval_images, at_least=result.cosine.best_threshold
             )
-        except ValueError:
+        except InputError:
             strict = {}  # too few images (quick runs): galleries fall back to best-F1
         self.model.train()
         meta = self.meta.model_copy(
@@ -465,22 +441,20 @@ class Trainer:
                     euclidean=result.euclidean.best_threshold,
                     **strict,
                 ),
-                "training": {
-                    "data": "LFW deep-funneled",
-                    "train_protocol": "devtrain",
-                    "train_people": len(self.class_names),
-                    "train_images": len(self.train_paths),
-                    "epoch": epoch,
-                    "epochs_planned": cfg.epochs,
-                    "device": self.device,
-                    "config": json.loads(cfg.model_dump_json()),
-                    "devtest": result.model_dump(mode="json"),
-                    "threshold_rule": "best F1 on the DevTest pairs",
-                    "variant": "scratch" if cfg.distill == "none" else f"distilled-{cfg.distill}",
-                    "teacher": None
-                    if cfg.distill == "none"
-                    else "dlib_face_recognition_resnet_model_v1",
-                },
+                "training": TrainingRecord(
+                    data="LFW deep-funneled",
+                    train_protocol="devtrain",
+                    train_people=len(self.class_names),
+                    train_images=len(self.train_paths),
+                    epoch=epoch,
+                    epochs_planned=cfg.epochs,
+                    device=self.device,
+                    config=json.loads(cfg.model_dump_json()),
+                    devtest=result,
+                    threshold_rule="best F1 on the DevTest pairs",
+                    variant="scratch" if cfg.distill == "none" else f"distilled-{cfg.distill}",
+                    teacher=None if cfg.distill == "none" else TEACHER_ID,
+                ),
             }
         )
         save_checkpoint(self.model, meta, self.out / "extractor.pt", half=cfg.export_half)

@@ -7,8 +7,8 @@ import socket
 import sys
 from pathlib import Path
 
-from core.errors import FacefleetError
-from core.settings import Settings
+from facefleet.core.errors import FacefleetError
+from facefleet.core.settings import Settings
 
 QUEUES = ("gpu", "cpu")
 
@@ -33,7 +33,7 @@ def run_worker(
     unknown = [q for q in queues if q not in QUEUES]
     if unknown or not queues:
         raise FacefleetError(f"unknown queue(s) {unknown}; choose from {', '.join(QUEUES)}")
-    from workers.warmup import threads_per_process
+    from facefleet.workers.warmup import threads_per_process
 
     # Set before torch is imported in the pool processes, so no process oversubscribes.
     threads = settings.threads or threads_per_process(concurrency)
@@ -41,11 +41,8 @@ def run_worker(
     for var in ("FACEFLEET_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     os.environ.setdefault("YOLO_OFFLINE", "1")
-    import workers.warmup  # noqa: F401  (connects the warm-up signal)
-    from tasks.app import TASK_MODULES, app
-
-    for module in TASK_MODULES:
-        __import__(module)
+    import facefleet.workers.warmup  # noqa: F401  (connects the warm-up signal)
+    from facefleet.tasks.app import app
     name = hostname or f"{'+'.join(queues)}@{socket.gethostname()}"
     app.worker_main(
         [
@@ -67,7 +64,7 @@ def run_worker(
 
 def run_beat(settings: Settings, schedule_file: Path | None = None, loglevel: str = "INFO") -> int:
     _require_broker(settings)
-    from tasks.app import app
+    from facefleet.tasks.app import app
 
     if not app.conf.beat_schedule:
         print(
@@ -101,7 +98,7 @@ def run_flower(settings: Settings, port: int | None = None, address: str = "127.
         "-m",
         "celery",
         "--app",
-        "tasks.app:app",
+        "facefleet.tasks.app:app",
         "flower",
         f"--port={port or settings.flower_port}",
         f"--address={address}",

@@ -20,8 +20,8 @@ def threads_per_process(processes: int, cores: int | None = None) -> int:
 
 @worker_process_init.connect
 def _warm_up(**_: object) -> None:
-    from core.device import limit_threads
-    from tasks.runtime import get_runtime
+    from facefleet.core.device import limit_threads
+    from facefleet.tasks.runtime import get_runtime
 
     runtime = get_runtime()
     threads = runtime.settings.threads or threads_per_process(1)

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from core.detectors.base import Detector, DetectorConfig
-from core.errors import ModelError
-from core.settings import Settings
+from facefleet.core.detectors.base import Detector, DetectorConfig
+from facefleet.core.errors import ModelError
+from facefleet.core.settings import Settings
 
 
 def _retinaface(config: DetectorConfig) -> Detector:
-    from core.detectors.retinaface import RetinaFaceDetector
+    from facefleet.core.detectors.retinaface import RetinaFaceDetector
 
     return RetinaFaceDetector(config)
 
 
 def _yolov8_face(config: DetectorConfig) -> Detector:
-    from core.detectors.yolo import YoloFaceDetector
+    from facefleet.core.detectors.yolo import YoloFaceDetector
 
     return YoloFaceDetector(config)
 

@@ -10,7 +10,7 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from core.schemas import FaceDetection
+from facefleet.core.schemas import FaceDetection
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from core.detectors.base import DetectorConfig, check_frame, downscale, to_detections
-from core.errors import ModelError
-from core.schemas import FaceDetection
+from facefleet.core.detectors.base import DetectorConfig, check_frame, downscale, to_detections
+from facefleet.core.errors import ModelError
+from facefleet.core.schemas import FaceDetection
 
 # Network constants of RetinaFace-MobileNet0.25 (they match the exported ONNX graph).
 _MEAN_BGR = np.array([104.0, 117.0, 127.0], dtype=np.float32)
@@ -46,7 +46,7 @@ def _session(device: str, threads: int | None) -> object:
     import onnxruntime as ort
     from retinaface.weights import WEIGHTS
 
-    from core.device import onnx_session_options
+    from facefleet.core.device import onnx_session_options
 
     options = onnx_session_options(threads)
     providers = ["CPUExecutionProvider"]

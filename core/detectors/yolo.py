@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from core.detectors.base import DetectorConfig, check_frame, downscale, to_detections
-from core.errors import ModelError
-from core.schemas import FaceDetection
+from facefleet.core.detectors.base import DetectorConfig, check_frame, downscale, to_detections
+from facefleet.core.errors import ModelError
+from facefleet.core.schemas import FaceDetection
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,13 @@ from collections.abc import Iterator
 import pytest
 
 from tests.cluster import Cluster, running_cluster
+from tests.data import shared_data_root
 
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     env = {
+        "FACEFLEET_LFW_DIR": str(shared_data_root() / "lfw"),  # for the training tasks
         "FACEFLEET_MODEL_CHECK_S": "0",  # see a promoted model at once
         # Scheduled retraining (fired by the beat test) kept short: 2 epochs on 40 people.
         "FACEFLEET_RETRAIN_EPOCHS": "2",

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from core.gallery_store import gallery_pointer, load_gallery
-from core.jobs import TrainProgress
 from facefleet.client import Client
+from facefleet.core.names import METRICS
+from facefleet.jobs.galleries import gallery_pointer
+from facefleet.jobs.gallery_store import load_gallery
+from facefleet.training.records import TrainProgress
 from tests.cluster import Cluster, http_status
 
 pytestmark = pytest.mark.data
@@ -30,10 +32,10 @@ def client(cluster: Cluster) -> Client:
 def test_video_job_matches_the_in_process_run(
     cluster: Cluster, client: Client, trump_case: Path, tmp_path: Path
 ) -> None:
-    from core.pipeline import build_pipeline
-    from core.settings import get_settings
-    from core.video import probe
-    from core.video_pipeline import run_video
+    from facefleet.core.pipeline import build_pipeline
+    from facefleet.core.settings import get_settings
+    from facefleet.core.video import probe
+    from facefleet.core.video_pipeline import run_video
 
     for person in sorted((trump_case / "gallery").iterdir()):
         report = client.gallery.enroll(person.name, sorted(person.iterdir()), gallery="speech")
@@ -147,7 +149,7 @@ def test_flower_requires_credentials(cluster: Cluster) -> None:
 def test_beat_schedules_training_with_periodic_metrics(cluster: Cluster, client: Client) -> None:
     from celery.result import AsyncResult
 
-    from tasks.app import make_app
+    from facefleet.tasks.app import make_app
 
     cluster.start(
         "beat",
@@ -178,10 +180,10 @@ def test_beat_schedules_training_with_periodic_metrics(cluster: Cluster, client:
     assert "PROGRESS" in states and evaluations >= 1
     final = TrainProgress.model_validate(result.result)
     assert final.state == "done" and final.epoch == final.epochs == 2
-    assert [e["epoch"] for e in final.evaluations] == [1, 2]
+    assert [e.epoch for e in final.evaluations] == [1, 2]
     for record in final.evaluations:
-        for metric in ("cosine", "euclidean"):
-            assert 0.0 < record[metric]["f1"] <= 1.0
+        for metric in METRICS:
+            assert 0.0 < record.metric(metric).f1 <= 1.0
     keys = client.store.list(f"training/{run}/")
     assert f"training/{run}/latest.pt" in keys and f"training/{run}/extractor.pt" in keys
     # A subset run is never promoted over the release model.
@@ -231,8 +233,8 @@ def test_promoted_model_is_picked_up(
     re-embedded from its stored crops (runs last: it restores the release model)."""
     import cv2
 
-    from core.embedding import load_checkpoint
-    from core.jobs import MODEL_POINTER_KEY, ModelPointer, model_key
+    from facefleet.core.embedding import load_checkpoint
+    from facefleet.jobs.records import MODEL_POINTER_KEY, ModelPointer, model_key
 
     _, meta = load_checkpoint(random_checkpoint)
     image = tmp_path / "astronaut.jpg"

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from core.job_store import JobStore
-from core.jobs import JobKeys, now
+from facefleet import localstack
 from facefleet.client import Client, Job
-from tests.cluster import Cluster, child_pids, running_cluster, stack
+from facefleet.jobs.job_store import JobStore
+from facefleet.jobs.records import JobKeys, now
+from tests.cluster import Cluster, child_pids, running_cluster
+from tests.data import shared_data_root
 
 pytestmark = pytest.mark.data
 CHUNK = 50  # trump.mp4 (243 frames) -> 5 chunks
@@ -26,6 +28,7 @@ CHUNK = 50  # trump.mp4 (243 frames) -> 5 chunks
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     env = {
+        "FACEFLEET_LFW_DIR": str(shared_data_root() / "lfw"),  # for the training scenario
         # Short enough that a task of a dead worker comes back within the test.
         "FACEFLEET_VISIBILITY_TIMEOUT_S": "20",
         "FACEFLEET_MAX_DELIVERIES": "2",
@@ -101,7 +104,7 @@ def _active(cluster: Cluster) -> dict[str, list[dict]]:
     import redis
     from kombu.exceptions import OperationalError
 
-    from tasks.app import make_app
+    from facefleet.tasks.app import make_app
 
     for _ in range(5):
         try:
@@ -169,9 +172,9 @@ def test_killed_whole_worker_then_new_worker(
     job = client.submit_video(video, chunk_frames=CHUNK)
     worker = _wait_for_task(cluster, "facefleet.analyze_chunk", since)
     time.sleep(1.0)
-    proc = cluster.processes.pop(worker)
-    os.killpg(proc.pid, signal.SIGKILL)  # the main process and its pool: nothing acks
-    proc.wait(timeout=10)
+    service = cluster.processes.pop(worker)
+    os.killpg(service.pid, signal.SIGKILL)  # the main process and its pool: nothing acks
+    assert localstack.wait_for_exit(service.pid, 10)
     # Its unacknowledged chunk comes back after the visibility timeout (20 s here).
     cluster.start_worker(worker)
     _assert_done_like(client, job, reference)
@@ -201,14 +204,14 @@ def test_duplicate_delivery_is_harmless(cluster: Cluster, client: Client, video:
 
 def test_s3_down_during_job(cluster: Cluster, client: Client, video: Path, reference):
     record = json.loads((cluster.workdir / "stack.json").read_text())
-    (s3,) = [stack.Service.from_json(s) for s in record["services"] if s["kind"] == "s3"]
+    (s3,) = [localstack.Service.from_json(s) for s in record["services"] if s["kind"] == "s3"]
     env = cluster.env
     since = _log_sizes(cluster)
     job = client.submit_video(video, chunk_frames=CHUNK)
     _wait_for_task(cluster, "facefleet.analyze_chunk", since)
-    stack.stop_service(s3)
+    localstack.stop_service(s3)
     time.sleep(8)  # tasks meet the outage and retry with backoff
-    restarted = stack.start_s3(
+    restarted = localstack.start_s3(
         cluster.workdir,
         s3.port,
         access_key=env["FACEFLEET_S3_ACCESS_KEY"],
@@ -229,7 +232,7 @@ def test_poison_chunk_fails_the_job_after_bounded_attempts(
     """A chunk whose worker dies every time it runs it ends the job as failed."""
     import redis
 
-    from tasks.common import delivery_key
+    from facefleet.tasks.common import delivery_key
 
     limit = int(cluster.env["FACEFLEET_MAX_DELIVERIES"])
     broker = redis.Redis.from_url(cluster.env["FACEFLEET_BROKER_URL"])
@@ -267,7 +270,7 @@ def test_poison_chunk_fails_the_job_after_bounded_attempts(
 
 
 def test_pickle_message_is_refused(cluster: Cluster, client: Client) -> None:
-    from core.jobs import JobSpec, JobStatus, new_job_id
+    from facefleet.jobs.records import JobSpec, JobStatus, new_job_id
 
     job_id = new_job_id()
     keys = JobKeys(job_id)
@@ -294,14 +297,14 @@ def test_redis_restart_during_job(cluster: Cluster, client: Client, video: Path,
     from urllib.parse import urlsplit
 
     record = json.loads((cluster.workdir / "stack.json").read_text())
-    (redis,) = [stack.Service.from_json(s) for s in record["services"] if s["kind"] == "redis"]
+    (redis,) = [localstack.Service.from_json(s) for s in record["services"] if s["kind"] == "redis"]
     password = urlsplit(cluster.env["FACEFLEET_BROKER_URL"]).password
     since = _log_sizes(cluster)
     job = client.submit_video(video, chunk_frames=CHUNK)
     _wait_for_task(cluster, "facefleet.analyze_chunk", since)
-    stack.stop_service(redis)
+    localstack.stop_service(redis)
     time.sleep(3)
-    restarted = stack.start_redis(cluster.workdir, redis.port, password)
+    restarted = localstack.start_redis(cluster.workdir, redis.port, password)
     record["services"] = [
         restarted.to_json() if s["kind"] == "redis" else s for s in record["services"]
     ]

@@ -1,7 +1,7 @@
 """The one adapter to object storage: any S3 endpoint through the `minio` SDK (MinIO in
 compose, SeaweedFS in tests) or a local folder for the in-process mode, behind one interface.
 
-Keys are plain `/`-separated paths; `JobKeys` and friends in core.jobs build them.
+Keys are plain `/`-separated paths; `JobKeys` and friends in facefleet.jobs.records build them.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from core.errors import FacefleetError
-from core.settings import Settings
+from facefleet.core.errors import FacefleetError
+from facefleet.core.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/ +=@,()]*$")
@@ -363,10 +363,6 @@ class S3Store(ObjectStore):
             check_key(key),
             expires=timedelta(seconds=expires_s),
         )
-
-    def ensure_bucket(self) -> None:
-        if not self._call("bucket check", self.bucket, self.client.bucket_exists, self.bucket):
-            self._call("bucket creation", self.bucket, self.client.make_bucket, self.bucket)
 
 
 def open_store(settings: Settings) -> ObjectStore:

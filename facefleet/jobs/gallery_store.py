@@ -3,7 +3,8 @@ saved gallery (gallery.json, embeddings.npy, crops.npy) and `galleries/<name>/cu
 points at the live version, so a reader never sees a half-written gallery and every change
 has a new version that workers can notice.
 
-Reading the pointer needs no torch (the SDK lists galleries); loading the arrays does.
+Reading and listing pointers (the SDK's part) is in `galleries`; this module loads and saves
+the arrays, which needs the pipeline's Gallery.
 """
 
 from __future__ import annotations
@@ -13,30 +14,16 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.errors import GalleryError
-from core.jobs import GalleryPointer, gallery_pointer_key, gallery_version_prefix
-from core.storage import ObjectNotFound, ObjectStore
+from facefleet.core.errors import GalleryError
+from facefleet.jobs.galleries import gallery_pointer
+from facefleet.jobs.records import GalleryPointer, gallery_pointer_key, gallery_version_prefix
+from facefleet.jobs.storage import ObjectNotFound, ObjectStore
 
 if TYPE_CHECKING:
-    from core.embedding import FaceEmbedder
-    from core.gallery import Gallery
+    from facefleet.core.embedding import FaceEmbedder
+    from facefleet.core.gallery import Gallery
 
 FILES = ("gallery.json", "embeddings.npy", "crops.npy")
-
-
-def gallery_pointer(store: ObjectStore, name: str) -> GalleryPointer | None:
-    return store.get_model_or_none(gallery_pointer_key(name), GalleryPointer)
-
-
-def list_galleries(store: ObjectStore) -> dict[str, GalleryPointer]:
-    out = {}
-    for key in store.list("galleries/"):
-        parts = key.split("/")
-        if len(parts) == 3 and parts[2] == "current.json":
-            pointer = gallery_pointer(store, parts[1])
-            if pointer is not None:
-                out[parts[1]] = pointer
-    return out
 
 
 def load_gallery(
@@ -47,7 +34,7 @@ def load_gallery(
 ) -> Gallery | None:
     """The live version of gallery `name`, re-embedded for `embedder` if it was made by
     another extractor; None when no such gallery exists."""
-    from core.gallery import Gallery
+    from facefleet.core.gallery import Gallery
 
     pointer = pointer or gallery_pointer(store, name)
     if pointer is None:
@@ -80,8 +67,3 @@ def save_gallery(store: ObjectStore, name: str, gallery: Gallery) -> GalleryPoin
     if old is not None and old.version != version:
         store.delete_prefix(gallery_version_prefix(name, old.version))
     return pointer
-
-
-def delete_gallery(store: ObjectStore, name: str) -> int:
-    gallery_pointer_key(name)  # validates the name
-    return store.delete_prefix(f"galleries/{name}/")

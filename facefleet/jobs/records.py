@@ -13,14 +13,15 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from core.errors import InputError
+from facefleet.core.errors import InputError
+from facefleet.core.media import VideoInfo
+from facefleet.core.names import Metric, check_store_name
 
 JobKind = Literal["video", "images"]
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,99}$")
 
 
 def now() -> datetime:
@@ -37,30 +38,22 @@ def check_job_id(job_id: str) -> str:
     return job_id
 
 
-def check_store_name(name: str, what: str = "name") -> str:
-    """Gallery and run names become key prefixes: letters, digits, `._-` only."""
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
-        raise InputError(
-            f"invalid {what} {name!r}: use letters, digits, '.', '_' or '-' (no path separators)"
-        )
-    return name
-
-
-def is_person_name(name: str) -> bool:
-    """Person names become folder and object names: nothing path-like."""
-    return (
-        bool(name)
-        and name not in (".", "..")
-        and name == name.strip()
-        and not any(c in name for c in "/\\\x00")
-    )
-
-
 class JobOptions(BaseModel):
-    every: int = Field(default=1, ge=1, description="Detect on every K-th frame")
-    chunk_frames: int | None = Field(default=None, ge=1, description="Frames per chunk task")
-    metric: Literal["cosine", "euclidean"] | None = None
-    threshold: float | None = None
+    """How one job runs; unset fields take the deployment's settings."""
+
+    every: int = Field(
+        default=1,
+        ge=1,
+        description="videos: detect on every K-th frame and carry tracks between (faster by "
+        "about K, boxes interpolated)",
+    )
+    chunk_frames: int | None = Field(
+        default=None, ge=1, description="videos: frames per chunk task (as the cluster cuts)"
+    )
+    metric: Metric | None = Field(default=None, description="matching metric (default cosine)")
+    threshold: float | None = Field(
+        default=None, description="match threshold (default: the model's calibrated one)"
+    )
 
 
 class JobInput(BaseModel):
@@ -90,7 +83,7 @@ class JobPlan(BaseModel):
     job_id: str
     model_id: str | None = Field(description="Extractor pinned for every chunk of the job")
     chunks: list[ChunkPlan]
-    video: dict | None = Field(default=None, description="core.video.VideoInfo of the input")
+    video: VideoInfo | None = Field(default=None, description="Video jobs: the input as probed")
 
 
 class ChunkMeta(BaseModel):
@@ -246,38 +239,6 @@ MODEL_POINTER_KEY = "models/latest.json"
 
 def model_key(model_id: str) -> str:
     return f"models/{check_store_name(model_id, 'model id')}/extractor.pt"
-
-
-class TrainRequest(BaseModel):
-    """What a remote training run is asked to do (a subset of training.TrainConfig)."""
-
-    run: str
-    epochs: int = Field(default=10, ge=1)
-    eval_every: int = Field(default=1, ge=1)
-    batch_size: int = Field(default=64, ge=2)
-    lr: float = Field(default=2e-3, gt=0)
-    margin: float = Field(default=0.5, ge=0)
-    max_people: int | None = Field(default=None, ge=2)
-    distill: Literal["none", "dlib"] = "none"
-    promote: bool = True
-
-
-class TrainProgress(BaseModel):
-    """Reported through the Celery task state while `train` runs, and kept in S3."""
-
-    run: str
-    state: Literal["waiting", "preparing", "training", "done", "failed", "skipped"]
-    epoch: int = 0
-    epochs: int = 0
-    loss: float | None = None
-    images_per_s: float | None = None
-    evaluations: list[dict] = Field(
-        default_factory=list,
-        description="Per evaluation: epoch, and per metric the best threshold, its F1, accuracy",
-    )
-    checkpoint: str | None = Field(default=None, description="Latest checkpoint key in S3")
-    promoted: bool | None = None
-    message: str | None = None
 
 
 def training_prefix(run: str) -> str:

@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.errors import ModelError
-from core.jobs import MODEL_POINTER_KEY, JobOptions, ModelPointer, model_key
-from core.settings import Settings
-from core.storage import ObjectStore
+from facefleet.core.errors import ModelError
+from facefleet.core.settings import Settings
+from facefleet.jobs.records import MODEL_POINTER_KEY, JobOptions, ModelPointer, model_key
+from facefleet.jobs.storage import ObjectStore
 
 if TYPE_CHECKING:
-    from core.detectors import Detector
-    from core.embedding import FaceEmbedder
-    from core.gallery import Gallery
-    from core.pipeline import FacePipeline
+    from facefleet.core.detectors import Detector
+    from facefleet.core.embedding import FaceEmbedder
+    from facefleet.core.gallery import Gallery
+    from facefleet.core.pipeline import FacePipeline
 
 log = logging.getLogger("facefleet.registry")
 KEEP_MODELS = 2  # the current extractor and the one before it, for jobs still running
@@ -33,13 +33,11 @@ KEEP_MODELS = 2  # the current extractor and the one before it, for jobs still r
 
 class ModelRegistry:
     def __init__(self, settings: Settings, store: ObjectStore) -> None:
-        from core.device import limit_threads, resolve_device
+        from facefleet.core.pipeline import prepare_process
 
         self.settings = settings
         self.store = store
-        self.device = resolve_device(settings.device)
-        if settings.threads:
-            limit_threads(settings.threads)
+        self.device = prepare_process(settings)
         self._lock = threading.RLock()
         self._detector: Detector | None = None
         self._embedders: dict[str, FaceEmbedder] = {}
@@ -52,7 +50,7 @@ class ModelRegistry:
     def detector(self) -> Detector:
         with self._lock:
             if self._detector is None:
-                from core.detectors import detector_from_settings
+                from facefleet.core.detectors import detector_from_settings
 
                 self._detector = detector_from_settings(self.settings, self.device)
             return self._detector
@@ -102,15 +100,9 @@ class ModelRegistry:
             return embedder
 
     def _load(self, path: Path) -> FaceEmbedder:
-        from core.embedding import FaceEmbedder
+        from facefleet.core.pipeline import load_extractor
 
-        return FaceEmbedder.from_checkpoint(
-            path,
-            self.device,
-            self.settings.batch_size,
-            self.settings.extractor_runtime,
-            self.settings.threads,
-        )
+        return load_extractor(self.settings, path, self.device)
 
     def _remember(self, embedder: FaceEmbedder) -> None:
         self._embedders[embedder.model_id] = embedder
@@ -122,13 +114,14 @@ class ModelRegistry:
     # ---- galleries ----------------------------------------------------------------------
 
     def gallery(self, name: str | None, embedder: FaceEmbedder | None) -> Gallery | None:
-        from core.gallery_store import gallery_pointer, load_gallery
+        from facefleet.jobs.galleries import gallery_pointer
+        from facefleet.jobs.gallery_store import load_gallery
 
         if name is None or embedder is None:
             return None
         pointer = gallery_pointer(self.store, name)
         if pointer is None:
-            from core.errors import GalleryError
+            from facefleet.core.errors import GalleryError
 
             raise GalleryError(f"no gallery named {name!r} (enroll people into it first)")
         with self._lock:
@@ -152,20 +145,17 @@ class ModelRegistry:
     def pipeline(
         self, model_id: str | None, gallery: str | None = None, options: JobOptions | None = None
     ) -> FacePipeline:
-        from core.pipeline import FacePipeline
+        from facefleet.core.pipeline import assemble_pipeline
 
         options = options or JobOptions()
         embedder = self.embedder(model_id)
-        return FacePipeline(
-            detector=self.detector(),
-            embedder=embedder,
-            gallery=self.gallery(gallery, embedder),
-            metric=options.metric or self.settings.metric,
-            threshold=options.threshold
-            if options.threshold is not None
-            else self.settings.threshold,
-            align_size=self.settings.align_size,
-            align_refine=self.settings.align_refine,
+        return assemble_pipeline(
+            self.settings,
+            self.detector(),
+            embedder,
+            self.gallery(gallery, embedder),
+            options.metric,
+            options.threshold,
         )
 
     def warm_up(self) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from core.jobs import (
+from facefleet.jobs.records import (
     FINISHED,
     JobKeys,
     JobPlan,
@@ -19,7 +19,7 @@ from core.jobs import (
     JobStatus,
     now,
 )
-from core.storage import ObjectNotFound, ObjectStore
+from facefleet.jobs.storage import ObjectNotFound, ObjectStore
 
 
 def job_activity(store: ObjectStore) -> dict[str, datetime]:
@@ -146,6 +146,3 @@ class JobStore:
         if outputs:
             self.store.delete_prefix(self.keys.outputs())
             self.store.delete(self.keys.result)
-
-    def delete(self) -> int:
-        return self.store.delete_prefix(self.keys.root + "/")
