@@ -71,7 +71,7 @@ def baseline_video(video: Path, gallery: Path, out: Path) -> dict:
     from facefleet.core.schemas import FaceResult
 
     pipeline, load_s = _pipeline(gallery)
-    assert pipeline.embedder is not None
+    assert pipeline.extractor is not None
     started = time.perf_counter()
     capture = cv2.VideoCapture(str(video))
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
@@ -87,8 +87,8 @@ def baseline_video(video: Path, gallery: Path, out: Path) -> dict:
             writer = cv2.VideoWriter(str(out / "baseline.mp4"), fourcc, fps, (width, height))
         results = []
         for det in pipeline.detect([frame])[0]:
-            crop = align_face(frame, det, pipeline.align_size)
-            vector = pipeline.embedder.embed(crop[None])
+            crop = align_face(frame, det, pipeline.extractor.geometry)
+            vector = pipeline.extractor.embed(crop[None])
             (match,) = pipeline.match(vector)
             results.append(FaceResult.from_detection(det, match))
         writer.write(draw_faces(frame, results))
@@ -132,7 +132,7 @@ def baseline_images(images: Path, gallery: Path, out: Path) -> dict:
     from facefleet.core.schemas import FaceResult
 
     pipeline, load_s = _pipeline(gallery)
-    assert pipeline.embedder is not None
+    assert pipeline.extractor is not None
     paths = _images(images)
     started = time.perf_counter()
     faces = 0
@@ -140,7 +140,9 @@ def baseline_images(images: Path, gallery: Path, out: Path) -> dict:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         results = []
         for det in pipeline.detect([image])[0]:
-            vector = pipeline.embedder.embed(align_face(image, det, pipeline.align_size)[None])
+            vector = pipeline.extractor.embed(
+                align_face(image, det, pipeline.extractor.geometry)[None]
+            )
             (match,) = pipeline.match(vector)
             results.append(FaceResult.from_detection(det, match))
         cv2.imwrite(str(out / f"{i:05d}.jpg"), draw_faces(image, results))

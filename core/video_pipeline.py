@@ -17,14 +17,14 @@ from pydantic import BaseModel
 
 from facefleet.core.drawing import draw_faces
 from facefleet.core.errors import InputError
-from facefleet.core.gallery import Gallery
+from facefleet.core.gallery import Gallery, accepts
 from facefleet.core.pipeline import FacePipeline
 from facefleet.core.schemas import (
     FaceResult,
     FrameResult,
-    ModelInfo,
     RawMatch,
     Track,
+    TrackingGates,
     VideoFace,
     VideoResult,
 )
@@ -80,7 +80,10 @@ def analyze(
     frames between are interpolated along their track. `offset`: the index of the file's
     first frame, when `video` is a chunk cut from a longer video.
     """
-    tracker = FaceTracker(max_gap=max_gap * every)
+    gates = pipeline.tracking
+    tracker = FaceTracker(
+        max_gap=max_gap * every, similarity_gate=gates.appearance, min_similarity=gates.link
+    )
     times: list[float] = []
     faces: list[ChunkFace] = []
     reader = background_reader(video, start, end, offset=offset)
@@ -156,7 +159,9 @@ def _between(a: ChunkFace, b: ChunkFace, t: float, frame: int) -> ChunkFace:
     )
 
 
-def _stitch(chunks: Sequence[ChunkResult], max_gap: int) -> dict[tuple[int, int], int]:
+def _stitch(
+    chunks: Sequence[ChunkResult], max_gap: int, gates: TrackingGates
+) -> dict[tuple[int, int], int]:
     """Global track id for every (chunk number, local track), joining tracks that cross a
     range boundary: the last faces before it and the first after it must overlap or look
     alike."""
@@ -186,7 +191,7 @@ def _stitch(chunks: Sequence[ChunkResult], max_gap: int) -> dict[tuple[int, int]
         sims = None
         if all(tails[t][1] is not None for t in lt) and all(heads[t][1] is not None for t in rt):
             sims = np.stack([tails[t][1] for t in lt]) @ np.stack([heads[t][1] for t in rt]).T
-        for r, c in associate(ious, sims, 0.2):
+        for r, c in associate(ious, sims, 0.2, gates.appearance, gates.link):
             parent[find((k + 1, rt[c]))] = find((k, lt[r]))
     roots: dict[tuple[int, int], int] = {}
     order = sorted(parent, key=lambda key: (key[0], first_frame[key]))
@@ -229,15 +234,15 @@ def _track_ends(
 def merge(
     chunks: Sequence[ChunkResult],
     info: VideoInfo,
-    model: ModelInfo,
-    gallery: Gallery | None,
-    metric: str = "cosine",
-    threshold: float | None = None,
+    pipeline: FacePipeline,
     max_gap: int = 15,
 ) -> VideoResult:
-    """Stitch tracks across ranges and name each track from all of its faces."""
+    """Stitch tracks across ranges and name each track from all of its faces, with the
+    pipeline's gallery, metric, threshold and its extractor's tracking gates."""
+    model, gallery = pipeline.model_info(), pipeline.gallery
+    metric, threshold = pipeline.metric, pipeline.effective_threshold
     chunks = sorted(chunks, key=lambda c: c.start)
-    ids = _stitch(chunks, max_gap)
+    ids = _stitch(chunks, max_gap, pipeline.tracking)
     faces_by_track: dict[int, list[ChunkFace]] = defaultdict(list)
     times: dict[int, float] = {}
     for k, chunk in enumerate(chunks):
@@ -304,8 +309,15 @@ def merge(
 def _name_track(
     faces: list[ChunkFace], gallery: Gallery | None, metric: str, threshold: float | None
 ) -> tuple[str | None, float | None]:
-    """One identity per track: the gallery match of the size- and score-weighted mean
-    embedding of all its faces, so a name does not flicker from frame to frame."""
+    """One identity per track, so a name does not flicker from frame to frame: per enrolled
+    person the size- and score-weighted mean of the faces' similarities to them, the best
+    person if that mean passes the threshold.
+
+    The mean of the similarities, not the similarity of the mean embedding: averaging the
+    embeddings cancels what tells faces apart faster than what they share, and in an
+    extractor whose every face lies in a narrow cone (dlib's: two strangers score 0.83 on
+    average) it pushed a blurry stranger's track above a threshold calibrated on single
+    faces."""
     measured = [(f, f.vector()) for f in faces if not f.interpolated]
     measured = [(f, v) for f, v in measured if v is not None]
     if gallery is None or len(gallery) == 0 or not measured:
@@ -313,18 +325,15 @@ def _name_track(
     weights = np.array(
         [(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]) * f.score for f, _ in measured]
     )
-    mean = (weights[:, None] * np.stack([v for _, v in measured])).sum(axis=0)
-    mean /= max(float(np.linalg.norm(mean)), 1e-12)
-    (match,) = gallery.match(mean[None], metric, threshold)  # type: ignore[arg-type]
-    identity = match.identity
-    if identity is not None and len(measured) < MIN_TRACK_FACES and threshold is not None:
-        sure = (
-            match.similarity >= threshold + SHORT_TRACK_MARGIN
-            if metric == "cosine"
-            else match.distance <= threshold - SHORT_TRACK_MARGIN
-        )
-        identity = identity if sure else None
-    return identity, match.similarity
+    people, sims = gallery.person_similarities(np.stack([v for _, v in measured]))
+    scores = (weights[:, None] * sims).sum(axis=0) / max(float(weights.sum()), 1e-12)
+    best = int(scores.argmax())
+    similarity = float(scores[best])
+    if threshold is None:
+        return None, similarity
+    margin = SHORT_TRACK_MARGIN if len(measured) < MIN_TRACK_FACES else 0.0
+    named = accepts(similarity, metric, threshold, margin)  # type: ignore[arg-type]
+    return (people[best] if named else None), similarity
 
 
 def _raw_matches(
@@ -406,14 +415,7 @@ def run_video(
         )
         for s, e in ranges
     ]
-    result = merge(
-        chunks,
-        info,
-        pipeline.model_info(),
-        pipeline.gallery,
-        pipeline.metric,
-        pipeline.effective_threshold,
-    )
+    result = merge(chunks, info, pipeline)
     out_video.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_video.parent, prefix=".facefleet-") as tmp:
         parts = []

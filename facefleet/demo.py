@@ -88,8 +88,8 @@ def run_demo(args: argparse.Namespace) -> int:
     out: Path = args.out
     started = time.perf_counter()
     settings = get_settings(**given(args, Settings))
-    if settings.resolved_model_path() is None:
-        warn("no extractor model is installed: faces are detected, not recognized")
+    if settings.extractor == "none":
+        warn("--extractor none: faces are detected, not recognized")
     photos = sample_photos()
     gallery_dir = out / "gallery"
     for name, image in photos.items():

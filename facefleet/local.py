@@ -49,13 +49,8 @@ def process_inputs(args: argparse.Namespace) -> int:
         _error("no input to process")
         return EXIT_INPUT_ERRORS
 
-    if settings.resolved_model_path() is None:
-        _warn(
-            "no extractor model given (--model) and none is shipped with this install: "
-            "faces are detected but not recognized"
-        )
-        if args.gallery:
-            _warn(f"gallery {display_path(args.gallery)} ignored: recognition needs a model")
+    if settings.extractor == "none" and args.gallery:
+        _warn(f"gallery {display_path(args.gallery)} ignored: --extractor none names nobody")
     pipeline, issues = build_pipeline(settings, args.gallery)
     for issue in issues:
         _warn(f"gallery: {display_path(issue.source)}: {issue.reason}")

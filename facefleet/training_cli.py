@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from facefleet.console import err
 from facefleet.core.errors import FacefleetError
@@ -11,6 +12,9 @@ from facefleet.core.settings import Settings, get_settings
 from facefleet.exits import EXIT_OK
 from facefleet.options import given, missing
 from facefleet.training.records import TrainConfig
+
+if TYPE_CHECKING:
+    from facefleet.core.extractors.base import Extractor
 
 
 def _log(message: str) -> None:
@@ -31,13 +35,11 @@ def train(args: argparse.Namespace) -> int:
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from facefleet.core.pipeline import load_extractor
     from facefleet.training.evaluation_report import evaluate_model
 
     settings = get_settings(**given(args, Settings))
-    embedder = load_extractor(settings, batch_size=256)
     report = evaluate_model(
-        embedder, args.lfw, settings.cache_dir, log=_log, progress=not args.quiet
+        _extractor(settings), args.lfw, settings.cache_dir, log=_log, progress=not args.quiet
     )
     for line in report.lines():
         print(line)
@@ -48,9 +50,19 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def calibrate(args: argparse.Namespace) -> int:
-    from facefleet.training.evaluation_report import calibrate_checkpoint
+    from facefleet.training.evaluation_report import calibrate, write_calibration
 
-    calibrate_checkpoint(
-        args.model, args.lfw, get_settings().cache_dir, args.out, args.far, log=_log
-    )
+    settings = get_settings(**given(args, Settings))
+    extractor = _extractor(settings)
+    calibration = calibrate(extractor, args.lfw, settings.cache_dir, args.far, log=_log)
+    _log(f"written to {write_calibration(extractor, calibration, args.out)} ({extractor.model_id})")
     return EXIT_OK
+
+
+def _extractor(settings: Settings) -> Extractor:
+    from facefleet.core.pipeline import load_extractor
+
+    extractor = load_extractor(settings, batch_size=256)
+    if extractor is None:
+        raise FacefleetError("nothing to evaluate: --extractor none loads no model")
+    return extractor

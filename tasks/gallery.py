@@ -30,9 +30,9 @@ def gallery_enroll(gallery: str, person: str, keys: list[str], sources: list[str
     rt = get_runtime()
     check_person_name(person)
     registry = rt.registry
-    embedder = registry.embedder(registry.current_model_id())
-    if embedder is None:
-        raise GalleryError("enrolling needs an extractor model, and none is configured")
+    extractor = registry.extractor(registry.current_model_id())
+    if extractor is None:
+        raise GalleryError("enrolling needs an extractor, and none is configured")
     with tempfile.TemporaryDirectory(prefix="facefleet-enroll-") as tmp:
         paths, names = [], {}
         for i, key in enumerate(keys):
@@ -40,12 +40,10 @@ def gallery_enroll(gallery: str, person: str, keys: list[str], sources: list[str
             paths.append(local)
             names[str(local)] = sources[i] if i < len(sources) else Path(key).name
         with cluster_lock(f"gallery:{gallery}", ttl_s=600):
-            current = load_gallery(rt.store, gallery, embedder) or Gallery.empty(
-                embedder, rt.settings.align_size
-            )
+            current = load_gallery(rt.store, gallery, extractor) or Gallery.empty(extractor)
             before = len(current)
             issues = current.add_person(
-                person, paths, registry.detector(), embedder, rt.settings.align_refine
+                person, paths, registry.detector(), extractor, rt.settings.align_refine
             )
             added = len(current) - before
             if added:

@@ -27,7 +27,11 @@ def plan_images(self: JobTask, job_id: str) -> None:
         ChunkPlan(index=k, start=s, end=min(s + size, len(numbers)), inputs=numbers[s : s + size])
         for k, s in enumerate(range(0, len(numbers), size))
     ]
-    plan = JobPlan(job_id=job_id, model_id=rt.registry.current_model_id(), chunks=chunks)
+    plan = JobPlan(
+        job_id=job_id,
+        model_id=rt.registry.current_model_id(spec.options.extractor),
+        chunks=chunks,
+    )
     rt.store.put_model(job.keys.plan, plan)
     job.set_status("running", stage="recognize", chunks=len(chunks))
     if job.stopped():

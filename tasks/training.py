@@ -109,11 +109,10 @@ def _current_accuracy(store: ObjectStore) -> tuple[str | None, float | None]:
     if pointer is not None:
         return pointer.model_id, pointer.devtest_accuracy
     registry = get_runtime().registry
-    embedder = registry.embedder(registry.default_model_id())
-    if embedder is None:
+    b0 = registry.extractor(registry.default_model_id("facefleet-b0"))
+    if b0 is None or b0.card.training is None or b0.card.training.devtest is None:
         return None, None
-    devtest = embedder.meta.training.devtest
-    return embedder.model_id, devtest.cosine.accuracy if devtest else None
+    return b0.model_id, b0.card.training.devtest.cosine.accuracy
 
 
 @app.task(bind=True, name="facefleet.train", autoretry_for=(StorageUnavailable,), max_retries=5)
@@ -219,7 +218,7 @@ def _promote(store: ObjectStore, req: TrainRequest, summary: Any, prefix: str) -
             False,
             f"not promoted: DevTest {accuracy:.4f} does not beat {current_id} ({current:.4f})",
         )
-    from facefleet.core.embedding import load_checkpoint
+    from facefleet.core.extractors.b0 import load_checkpoint
 
     _, meta = load_checkpoint(summary.extractor)
     store.put_file(model_key(meta.model_id), summary.extractor)
@@ -229,6 +228,8 @@ def _promote(store: ObjectStore, req: TrainRequest, summary: Any, prefix: str) -
             model_id=meta.model_id,
             key=model_key(meta.model_id),
             devtest_accuracy=accuracy,
+            # Workers name faces with it only if it also beats their default extractor here.
+            identification_dir=meta.identification.at(0.01).dir if meta.identification else None,
             run=req.run,
             promoted=datetime.now(UTC),
         ),

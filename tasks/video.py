@@ -80,7 +80,7 @@ def plan_video(self: JobTask, job_id: str) -> None:
     video = info.model_copy(update={"source": source.source, "frame_count": chunks[-1].end})
     plan = JobPlan(
         job_id=job_id,
-        model_id=rt.registry.current_model_id(),
+        model_id=rt.registry.current_model_id(spec.options.extractor),
         chunks=chunks,
         video=video,
     )
@@ -145,14 +145,7 @@ def merge_video(self: JobTask, job_id: str) -> None:
         except ObjectNotFound as exc:
             raise InputError(f"a chunk result is missing ({exc})") from None
         pipeline = rt.registry.pipeline(plan.model_id, spec.gallery, spec.options)
-        result = merge(
-            chunks,
-            plan.video,
-            pipeline.model_info(),
-            pipeline.gallery,
-            pipeline.metric,
-            pipeline.effective_threshold,
-        )
+        result = merge(chunks, plan.video, pipeline)
         rt.store.put_model(keys.result, result)
     job.set_status("running", stage="render")
     fan_out(job_id, render_chunk, plan.chunks, finalize_video)

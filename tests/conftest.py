@@ -46,7 +46,7 @@ def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real extractor checkpoint with random weights (no trained model needed)."""
     import torch
 
-    from facefleet.core.embedding import (
+    from facefleet.core.extractors.b0 import (
         ExtractorMeta,
         TrainingRecord,
         build_extractor,
@@ -62,10 +62,10 @@ def random_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def embedder(random_checkpoint: Path):
-    from facefleet.core.embedding import FaceEmbedder
+def extractor(random_checkpoint: Path):
+    from facefleet.core.extractors.b0 import B0Extractor
 
-    return FaceEmbedder.from_checkpoint(random_checkpoint, "cpu")
+    return B0Extractor.from_checkpoint(random_checkpoint, "cpu")
 
 
 def make_video(

@@ -107,7 +107,7 @@ def test_refinement_beats_first_pass_landmarks(astronaut_bgr, retinaface) -> Non
 def test_aligned_crop_shape_and_size_parameter(astronaut_bgr, retinaface) -> None:
     face = retinaface.detect([astronaut_bgr])[0][0]
     assert align_face(astronaut_bgr, face).shape == (112, 112, 3)
-    assert align_face(astronaut_bgr, face, size=160).shape == (160, 160, 3)
+    assert align_face(astronaut_bgr, face, 160).shape == (160, 160, 3)
 
 
 def test_face_at_the_border_is_padded_not_dropped(astronaut_bgr, retinaface) -> None:
@@ -121,3 +121,14 @@ def test_face_at_the_border_is_padded_not_dropped(astronaut_bgr, retinaface) -> 
     left, right = crop[:, :40], crop[:, 72:]
     assert (left.sum(axis=2) == 0).mean() > 0.5  # padded with black where the image ends
     assert right.std() > 10  # the visible half of the face is there
+
+
+def test_a_face_far_larger_than_the_crop_is_averaged_not_sampled() -> None:
+    """A 5x larger face is shrunk by halving first: a pattern finer than the crop's pixels
+    averages to grey instead of aliasing into noise."""
+    fine = np.indices((1200, 1200)).sum(axis=0) % 2 * 255  # a 1-pixel checkerboard
+    image = np.repeat(fine[..., None], 3, axis=2).astype(np.uint8)
+    points = template(112) * 5.0 + 300  # the template scaled by 5: crop scale 0.2
+    crop = align_face(image, points)
+    assert abs(float(crop.mean()) - 127.5) < 8
+    assert crop.std() < 12  # plain bilinear sampling of this pattern gives std ~ 127

@@ -70,9 +70,9 @@ def test_augment_shapes_range_and_determinism() -> None:
     assert plain.shape == a.shape and not torch.allclose(plain, a)
 
 
-def test_training_input_matches_inference_preprocessing(embedder) -> None:
+def test_training_input_matches_inference_preprocessing(extractor) -> None:
     """Training and inference normalize crops the same way (the checkpoint's constants)."""
     crops = torch.randint(0, 256, (3, 112, 112, 3), dtype=torch.uint8)
-    meta = embedder.meta
+    meta = extractor.meta
     train_side = to_model_input(crops, meta.mean, meta.std)
-    assert torch.allclose(train_side, embedder.preprocess(crops.numpy()), atol=1e-6)
+    assert torch.allclose(train_side, extractor.preprocess(crops.numpy()), atol=1e-6)

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import facefleet.core.settings
 from facefleet.cli import main
 from facefleet.core.images import read_image, write_image
 from facefleet.core.schemas import ImageResult
 
 
 @pytest.fixture
-def no_shipped_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(facefleet.core.settings, "shipped_model", lambda: tmp_path / "no-model.pt")
+def detection_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FACEFLEET_EXTRACTOR=none: faces are found, not named (and no model loads)."""
+    monkeypatch.setenv("FACEFLEET_EXTRACTOR", "none")
 
 
 def load_result(path: Path) -> ImageResult:
@@ -59,6 +59,8 @@ def test_process_with_gallery_and_model(
             str(tmp_path / "in"),
             "--gallery",
             str(tmp_path / "people"),
+            "--extractor",
+            "facefleet-b0",
             "--model",
             str(random_checkpoint),
             "--threshold",
@@ -79,21 +81,27 @@ def test_process_with_gallery_and_model(
     assert np.abs(annotated.astype(int) - astronaut_bgr.astype(int)).max() > 100  # drawn on
 
 
-def test_without_a_model_detections_are_still_written(
-    tmp_path: Path, astronaut_bgr, no_shipped_model, capsys: pytest.CaptureFixture
+def test_without_an_extractor_detections_are_still_written(
+    tmp_path: Path, astronaut_bgr, capsys: pytest.CaptureFixture
 ) -> None:
     write_image(tmp_path / "a.jpg", astronaut_bgr)
-    code = main(["process", str(tmp_path / "a.jpg"), "--out", str(tmp_path / "out"), "-q"])
+    write_image(tmp_path / "people" / "Eileen_Collins" / "a.jpg", astronaut_bgr)
+    code = main(
+        [
+            *("process", str(tmp_path / "a.jpg"), "--out", str(tmp_path / "out"), "-q"),
+            *("--extractor", "none", "--gallery", str(tmp_path / "people")),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0
-    assert "no extractor model" in err
+    assert "ignored: --extractor none names nobody" in err
     result = load_result(tmp_path / "out" / "a.json")
     assert result.model.extractor is None
     assert len(result.faces) == 1 and result.faces[0].identity is None
 
 
 def test_bad_inputs_are_reported_and_the_rest_processed(
-    tmp_path: Path, astronaut_bgr, no_shipped_model, capsys: pytest.CaptureFixture
+    tmp_path: Path, astronaut_bgr, detection_only, capsys: pytest.CaptureFixture
 ) -> None:
     inputs = tmp_path / "in"
     write_image(inputs / "good.jpg", astronaut_bgr)
@@ -138,16 +146,22 @@ def test_setup_errors_exit_2_with_one_line(
     write_image(tmp_path / "a.jpg", astronaut_bgr)
     (tmp_path / "junk.pt").write_bytes(b"junk")
     write_image(tmp_path / "faceless" / "X" / "wall.jpg", np.full((64, 64, 3), 40, np.uint8))
+    (tmp_path / "not.onnx").write_bytes(b"not an onnx model")
     cases = [
-        (["--model", str(tmp_path / "junk.pt")], "junk.pt"),
+        (["--extractor", "facefleet-b0", "--model", str(tmp_path / "junk.pt")], "junk.pt"),
+        # The default extractor (dlib-resnet) with a file that is not dlib's weights.
+        (["--model", str(tmp_path / "junk.pt")], "not a readable dlib"),
+        (["--extractor", "dlib-resnet", "--model", str(tmp_path / "no.dat")], "not found"),
+        (["--extractor", "onnx", "--model", str(tmp_path / "not.onnx")], "not a loadable ONNX"),
+        (["--extractor", "onnx"], "the onnx extractor needs a model file"),
         (["--detector", "yolov8-face", "--detector-weights", str(tmp_path / "y.pt")], "y.pt"),
         (["--gallery", str(tmp_path / "no-gallery")], "no-gallery"),
         (["--gallery", str(tmp_path / "faceless")], "no face could be enrolled"),
     ]
     for extra, needle in cases:
         args = ["process", str(tmp_path / "a.jpg"), "--out", str(tmp_path / "o"), "-q", *extra]
-        if "--model" not in extra:
-            args += ["--model", str(random_checkpoint)]
+        if "--model" not in extra and "--extractor" not in extra:
+            args += ["--extractor", "facefleet-b0", "--model", str(random_checkpoint)]
         code = main(args)
         err = capsys.readouterr().err
         assert code == 2, (extra, err)
@@ -167,6 +181,8 @@ def test_process_real_group_photos(
             str(misc),
             "--gallery",
             str(data_root / "videos" / "hamilton_whitehouse" / "gallery"),
+            "--extractor",
+            "facefleet-b0",
             "--model",
             str(random_checkpoint),
             "--out",

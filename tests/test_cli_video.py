@@ -10,7 +10,6 @@ import av
 import numpy as np
 import pytest
 
-import facefleet.core.settings
 from facefleet.cli import main
 from facefleet.core.images import write_image
 from facefleet.core.schemas import ImageResult, VideoResult
@@ -38,7 +37,7 @@ def test_mixed_images_and_videos_and_bad_videos(
     tmp_path: Path, astronaut_bgr, capsys: pytest.CaptureFixture, monkeypatch
 ) -> None:
 
-    monkeypatch.setattr(facefleet.core.settings, "shipped_model", lambda: tmp_path / "none.pt")
+    monkeypatch.setenv("FACEFLEET_EXTRACTOR", "none")
     inputs = tmp_path / "in"
     write_image(inputs / "photo.jpg", astronaut_bgr)
     make_video(inputs / "clip.mp4", frames=10, size=(96, 64))
@@ -65,7 +64,7 @@ def test_mixed_images_and_videos_and_bad_videos(
 
 def test_variable_frame_rate_times_come_from_timestamps(tmp_path: Path, monkeypatch) -> None:
 
-    monkeypatch.setattr(facefleet.core.settings, "shipped_model", lambda: tmp_path / "none.pt")
+    monkeypatch.setenv("FACEFLEET_EXTRACTOR", "none")
     times = [0, 40, 80, 200, 240, 500, 540, 580]
     clip = vfr_video(tmp_path / "vfr.mp4", times)
     assert main(["process", str(clip), "--out", str(tmp_path / "out"), "-q"]) == 0

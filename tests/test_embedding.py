@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from facefleet.core.embedding import (
+from facefleet.core.errors import ModelError
+from facefleet.core.extractors.b0 import (
+    B0Extractor,
     ExtractorMeta,
-    FaceEmbedder,
     TrainingRecord,
     build_extractor,
     load_checkpoint,
     save_checkpoint,
 )
-from facefleet.core.errors import ModelError
 from facefleet.core.schemas import Thresholds
 
 
@@ -28,20 +28,20 @@ def test_architecture_is_b0_with_dropout_and_512_linear() -> None:
     assert (head[1].in_features, head[1].out_features) == (1280, 512)
 
 
-def test_embeddings_are_unit_length_float32(embedder: FaceEmbedder) -> None:
+def test_embeddings_are_unit_length_float32(extractor: B0Extractor) -> None:
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 255, size=(5, 112, 112, 3), dtype=np.uint8)
-    vectors = embedder.embed(crops)
+    vectors = extractor.embed(crops)
     assert vectors.shape == (5, 512) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    assert embedder.embed(np.zeros((0, 112, 112, 3), dtype=np.uint8)).shape == (0, 512)
+    assert extractor.embed(np.zeros((0, 112, 112, 3), dtype=np.uint8)).shape == (0, 512)
 
 
 def test_batching_does_not_change_results(random_checkpoint: Path) -> None:
     rng = np.random.default_rng(1)
     crops = rng.integers(0, 255, size=(7, 112, 112, 3), dtype=np.uint8)
-    a = FaceEmbedder.from_checkpoint(random_checkpoint, batch_size=2).embed(crops)
-    b = FaceEmbedder.from_checkpoint(random_checkpoint, batch_size=64).embed(crops)
+    a = B0Extractor.from_checkpoint(random_checkpoint, batch_size=2).embed(crops)
+    b = B0Extractor.from_checkpoint(random_checkpoint, batch_size=64).embed(crops)
     assert np.allclose(a, b, atol=1e-4)
 
 
@@ -68,8 +68,8 @@ def test_half_precision_checkpoint_is_smaller_and_close(tmp_path: Path) -> None:
     save_checkpoint(model, ExtractorMeta(), tmp_path / "half.pt", half=True)
     assert (tmp_path / "half.pt").stat().st_size < 0.6 * (tmp_path / "full.pt").stat().st_size
     crops = np.random.default_rng(2).integers(0, 255, size=(3, 112, 112, 3), dtype=np.uint8)
-    full = FaceEmbedder.from_checkpoint(tmp_path / "full.pt").embed(crops)
-    half = FaceEmbedder.from_checkpoint(tmp_path / "half.pt").embed(crops)
+    full = B0Extractor.from_checkpoint(tmp_path / "full.pt").embed(crops)
+    half = B0Extractor.from_checkpoint(tmp_path / "half.pt").embed(crops)
     assert np.min(np.sum(full * half, axis=1)) > 0.99
 
 

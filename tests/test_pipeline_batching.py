@@ -20,9 +20,9 @@ def _boxes(faces) -> np.ndarray:
 
 
 def test_process_images_matches_one_by_one_and_reports_bad_files(
-    tmp_path: Path, astronaut_bgr: np.ndarray, retinaface, embedder
+    tmp_path: Path, astronaut_bgr: np.ndarray, retinaface, extractor
 ) -> None:
-    pipeline = FacePipeline(detector=retinaface, embedder=embedder)
+    pipeline = FacePipeline(detector=retinaface, extractor=extractor)
     small = cv2.resize(astronaut_bgr, (256, 256))
     paths = []
     for i, image in enumerate([astronaut_bgr, small, astronaut_bgr[:, ::-1], small]):

@@ -1,4 +1,4 @@
-"""Whole real videos with the shipped model: named tracks, unknowns, stitching, output."""
+"""Whole real videos with the default extractor: named tracks, unknowns, stitching, output."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from facefleet.core.detectors import DetectorConfig, create_detector
-from facefleet.core.embedding import FaceEmbedder
+from facefleet.core.extractors import create_extractor
 from facefleet.core.gallery import Gallery
+from facefleet.core.names import DEFAULT_EXTRACTOR
 from facefleet.core.pipeline import FacePipeline
 from facefleet.core.schemas import VideoResult
-from facefleet.core.settings import shipped_model
 from facefleet.core.video import probe
 from facefleet.core.video_pipeline import run_video
 
@@ -20,21 +20,18 @@ pytestmark = pytest.mark.data
 
 @pytest.fixture(scope="module")
 def parts() -> tuple:
-    assert shipped_model().is_file(), f"the release model {shipped_model()} is not shipped"
-    return create_detector("retinaface", DetectorConfig()), FaceEmbedder.from_checkpoint(
-        shipped_model()
-    )
+    return create_detector("retinaface", DetectorConfig()), create_extractor(DEFAULT_EXTRACTOR)
 
 
 def pipeline_with(parts: tuple, folders: list[Path], skip: str = "") -> FacePipeline:
-    detector, embedder = parts
-    gallery = Gallery.empty(embedder)
+    detector, extractor = parts
+    gallery = Gallery.empty(extractor)
     for folder in folders:
-        part, _ = Gallery.enroll_folder(folder, detector, embedder)
-        gallery.add_crops_from(part)
+        part, _ = Gallery.enroll_folder(folder, detector, extractor)
+        gallery.add_samples_from(part)
     if skip:  # e.g. a gallery photo that is also in LFW, which the model may have seen
         gallery.remove_samples(lambda s: skip in s.source)
-    return FacePipeline(detector=detector, embedder=embedder, gallery=gallery)
+    return FacePipeline(detector=detector, extractor=extractor, gallery=gallery)
 
 
 @pytest.fixture(scope="module")

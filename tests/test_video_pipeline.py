@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facefleet.core.embedding import FaceEmbedder
+from facefleet.core.extractors.b0 import B0Extractor
 from facefleet.core.gallery import Gallery
 from facefleet.core.pipeline import FacePipeline
 from facefleet.core.schemas import VideoResult
@@ -52,15 +52,16 @@ def moving_face_clip(tmp_path_factory: pytest.TempPathFactory, astronaut_bgr) ->
 
 
 @pytest.fixture(scope="module")
-def pipeline(retinaface, embedder: FaceEmbedder, astronaut_bgr) -> FacePipeline:
-    gallery = Gallery.empty(embedder)
-    faces = retinaface.detect([astronaut_bgr])[0]
-    from facefleet.core.alignment import align_face
+def pipeline(
+    retinaface, extractor: B0Extractor, astronaut_bgr, tmp_path_factory: pytest.TempPathFactory
+) -> FacePipeline:
+    from facefleet.core.images import write_image
 
-    gallery.add_crops(
-        "Eileen_Collins", align_face(astronaut_bgr, faces[0])[None], embedder, ["astronaut"]
-    )
-    return FacePipeline(detector=retinaface, embedder=embedder, gallery=gallery, threshold=0.9)
+    photo = tmp_path_factory.mktemp("gallery") / "astronaut.png"
+    write_image(photo, astronaut_bgr)
+    gallery = Gallery.empty(extractor)
+    gallery.add_person("Eileen_Collins", [photo], retinaface, extractor)
+    return FacePipeline(detector=retinaface, extractor=extractor, gallery=gallery, threshold=0.9)
 
 
 def test_tracks_stitched_across_ranges_and_output_complete(
@@ -87,19 +88,11 @@ def test_one_range_and_three_ranges_agree(moving_face_clip: Path, pipeline: Face
     from facefleet.core.video import probe as probe_video
 
     info = probe_video(moving_face_clip)
-    whole = merge(
-        [analyze(moving_face_clip, 0, None, pipeline)],
-        info,
-        pipeline.model_info(),
-        pipeline.gallery,
-        threshold=0.9,
-    )
+    whole = merge([analyze(moving_face_clip, 0, None, pipeline)], info, pipeline)
     parts = merge(
         [analyze(moving_face_clip, s, e, pipeline) for s, e in ((0, 20), (20, 40), (40, 60))],
         info,
-        pipeline.model_info(),
-        pipeline.gallery,
-        threshold=0.9,
+        pipeline,
     )
     assert [t.model_dump() for t in whole.tracks] == [t.model_dump() for t in parts.tracks]
 

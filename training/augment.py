@@ -20,7 +20,7 @@ def to_model_input(
     crops_bgr: torch.Tensor, mean: Norm = (0.5, 0.5, 0.5), std: Norm = (0.5, 0.5, 0.5)
 ) -> torch.Tensor:
     """uint8 (N, H, W, 3) BGR -> float (N, 3, H, W) RGB, normalized with the checkpoint's
-    constants exactly as FaceEmbedder.preprocess does at inference."""
+    constants exactly as B0Extractor.preprocess does at inference."""
     x = crops_bgr.flip(-1).permute(0, 3, 1, 2).float().div_(255.0)
     return _normalize(x, mean, std)
 

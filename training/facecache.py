@@ -1,10 +1,12 @@
-"""LFW faces detected and aligned once, kept as one array file so epochs never re-detect.
+"""LFW faces detected once: the five landmarks of each image, kept as one array file so
+evaluations and epochs never re-detect. Crops are cut from them in whatever geometry an
+extractor asks for (the B0's 112 px ArcFace crop, dlib's 150 px chip, ...).
 
-The file is named by a fingerprint of everything that shapes its crops (the detector, its
-weights and settings, the landmark refine pass, the alignment code, the crop size): a change
-to any of them builds a new cache instead of serving crops made by other code. A cache
-keyed only by a version number once kept serving crops from before the refine pass changed,
-and a model was calibrated on them that a fresh machine could not reproduce.
+The file is named by a fingerprint of everything that decides the landmarks (the detector,
+its weights and settings, the refine pass, this module's code): a change to any of them
+builds a new cache instead of serving points found by other code. A cache keyed only by a
+version number once served crops from before the refine pass changed, and a model was
+calibrated on them that a fresh machine could not reproduce.
 """
 
 from __future__ import annotations
@@ -13,30 +15,32 @@ import ast
 import hashlib
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from facefleet.core.alignment import align_face, refine_landmarks, template
+from facefleet.core.alignment import CropGeometry, align_face, refine_landmarks, template
 from facefleet.core.detectors.base import Detector
 from facefleet.core.errors import InputError
 from facefleet.core.images import read_image
 from facefleet.core.schemas import FaceDetection
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
-@dataclass
 class FaceCache:
-    """Aligned BGR crops keyed by LFW relative path; `fallback` marks images with no face."""
+    """Landmarks keyed by LFW relative path (`fallback` marks images with no detected face,
+    whose points are where a centred face would have them), and the crops cut from them."""
 
-    relpaths: list[str]
-    crops: np.ndarray
-    fallback: np.ndarray
-
-    def __post_init__(self) -> None:
+    def __init__(
+        self, root: Path, relpaths: list[str], landmarks: np.ndarray, fallback: np.ndarray
+    ) -> None:
+        self.root = Path(root)
+        self.relpaths = list(relpaths)
+        self.landmarks = np.asarray(landmarks, dtype=np.float32).reshape(-1, 5, 2)
+        self.fallback = np.asarray(fallback, dtype=bool)
         self._index = {p: i for i, p in enumerate(self.relpaths)}
+        self._crops: dict[CropGeometry, dict[str, np.ndarray]] = {}
 
     def __len__(self) -> int:
         return len(self.relpaths)
@@ -44,12 +48,20 @@ class FaceCache:
     def __contains__(self, relpath: object) -> bool:
         return relpath in self._index
 
-    def take(self, relpaths: Sequence[str]) -> np.ndarray:
-        """Crops for the given paths, in that order."""
-        return self.crops[[self._index[p] for p in relpaths]]
+    def crops(self, relpaths: Sequence[str], geometry: CropGeometry) -> np.ndarray:
+        """Aligned BGR crops of the given images in `geometry`, in that order (each image is
+        read and cut once per geometry, then kept)."""
+        done = self._crops.setdefault(geometry, {})
+        for relpath in dict.fromkeys(relpaths):
+            if relpath not in done:
+                points = self.landmarks[self._index[relpath]].astype(np.float64)
+                done[relpath] = align_face(read_image(self.root / relpath), points, geometry)
+        if not relpaths:
+            return np.zeros((0, geometry.size, geometry.size, 3), dtype=np.uint8)
+        return np.stack([done[p] for p in relpaths])
 
     def fallback_count(self, relpaths: Sequence[str]) -> int:
-        """How many of these images had no detected face (centre crop used)."""
+        """How many of these images had no detected face (centre landmarks used)."""
         return int(self.fallback[[self._index[p] for p in relpaths]].sum())
 
     def save(self, path: Path) -> None:
@@ -60,27 +72,28 @@ class FaceCache:
                 fh,
                 version=np.int64(CACHE_VERSION),
                 relpaths=np.array(self.relpaths),
-                crops=self.crops,
+                landmarks=self.landmarks,
                 fallback=self.fallback,
             )
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: Path) -> FaceCache:
+    def load(cls, path: Path, root: Path) -> FaceCache:
         try:
             with np.load(path, allow_pickle=False) as data:
                 if int(data["version"]) != CACHE_VERSION:
                     raise InputError(f"{path}: face cache of another version; delete it")
-                return cls([str(p) for p in data["relpaths"]], data["crops"], data["fallback"])
+                relpaths = [str(p) for p in data["relpaths"]]
+                return cls(root, relpaths, data["landmarks"], data["fallback"])
         except (OSError, KeyError, ValueError) as exc:
             raise InputError(f"{path}: damaged face cache ({exc}); delete it") from None
 
-    @classmethod
-    def merge(cls, a: FaceCache, b: FaceCache) -> FaceCache:
-        return cls(
-            a.relpaths + b.relpaths,
-            np.concatenate([a.crops, b.crops]),
-            np.concatenate([a.fallback, b.fallback]),
+    def merged(self, other: FaceCache) -> FaceCache:
+        return FaceCache(
+            self.root,
+            self.relpaths + other.relpaths,
+            np.concatenate([self.landmarks, other.landmarks]),
+            np.concatenate([self.fallback, other.fallback]),
         )
 
 
@@ -108,13 +121,13 @@ def build_face_cache(
     root: Path,
     relpaths: Sequence[str],
     detector: Detector,
-    size: int = 112,
     refine: bool = True,
     batch_size: int = 32,
     on_batch: Callable[[int], None] | None = None,
 ) -> FaceCache:
-    """Detect, refine and align every image; images with no face fall back to the centre."""
-    crops = np.zeros((len(relpaths), size, size, 3), dtype=np.uint8)
+    """Detect (and refine) the face of every image; images with no face fall back to the
+    centre."""
+    landmarks = np.zeros((len(relpaths), 5, 2), dtype=np.float32)
     fallback = np.zeros(len(relpaths), dtype=bool)
     for start in range(0, len(relpaths), batch_size):
         chunk = relpaths[start : start + batch_size]
@@ -127,12 +140,12 @@ def build_face_cache(
         for k, (image, face) in enumerate(zip(images, chosen, strict=True)):
             if face is None:
                 fallback[start + k] = True
-                crops[start + k] = align_face(image, centre_landmarks(image.shape), size)
+                landmarks[start + k] = centre_landmarks(image.shape)
             else:
-                crops[start + k] = align_face(image, face, size)
+                landmarks[start + k] = face.landmarks_array()
         if on_batch:
             on_batch(len(chunk))
-    return FaceCache(list(relpaths), crops, fallback)
+    return FaceCache(root, list(relpaths), landmarks, fallback)
 
 
 def load_or_build(
@@ -140,18 +153,17 @@ def load_or_build(
     root: Path,
     relpaths: Sequence[str],
     detector_factory: Callable[[], Detector],
-    size: int = 112,
     on_batch: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> FaceCache:
     """The cache at `cache_path`, extended with whatever `relpaths` it still lacks."""
-    cache = FaceCache.load(cache_path) if cache_path.is_file() else None
+    cache = FaceCache.load(cache_path, root) if cache_path.is_file() else None
     missing = [p for p in dict.fromkeys(relpaths) if cache is None or p not in cache]
     if missing:
         if on_start:
             on_start(len(missing))
-        new = build_face_cache(root, missing, detector_factory(), size, on_batch=on_batch)
-        cache = new if cache is None else FaceCache.merge(cache, new)
+        new = build_face_cache(root, missing, detector_factory(), on_batch=on_batch)
+        cache = new if cache is None else cache.merged(new)
         cache.save(cache_path)
     assert cache is not None
     return cache
@@ -176,45 +188,52 @@ def _is_docstring(statement: ast.stmt) -> bool:
     )
 
 
-def crop_fingerprint(size: int, refine: bool = True) -> str:
-    """A short hash of what decides the crops: this module's build code, the alignment and
-    detector code, the detector's default settings and its weights file, size, refine."""
+def landmark_fingerprint(refine: bool = True) -> str:
+    """A short hash of what decides the landmarks: the build code, the refine pass, the
+    detector code, the detector's default settings and its weights file."""
     from retinaface.weights import WEIGHTS
 
     from facefleet.core import alignment
     from facefleet.core.detectors import DetectorConfig, base, retinaface
 
     digest = hashlib.sha256()
-    for code in (alignment, base, retinaface, build_face_cache, central_face, centre_landmarks):
+    for code in (
+        alignment.refine_landmarks,
+        alignment.similarity_transform,
+        base,
+        retinaface,
+        build_face_cache,
+        central_face,
+        centre_landmarks,
+    ):
         digest.update(_code_digest(code))
     digest.update(WEIGHTS)  # the ONNX model itself, as bytes
-    digest.update(f"{CACHE_VERSION}|{size}|{refine}|{DetectorConfig()!r}".encode())
+    digest.update(f"{CACHE_VERSION}|{refine}|{DetectorConfig()!r}".encode())
     return digest.hexdigest()[:12]
 
 
-def aligned_lfw_cache(
+def lfw_face_cache(
     lfw: Path,
     relpaths: Sequence[str],
     cache_dir: Path,
-    size: int = 112,
     device: str = "cpu",
     log: Callable[[str], None] = print,
     progress: bool = True,
 ) -> FaceCache:
-    """The shared aligned-LFW cache (`<cache_dir>/lfw-aligned-<size>-<fingerprint>.npz`)
-    holding `relpaths`, aligning whatever it lacks with a progress bar. Caches made by other
-    code are left alone (delete them at will)."""
+    """The shared LFW landmark cache (`<cache_dir>/lfw-landmarks-<fingerprint>.npz`) holding
+    `relpaths`, detecting whatever it lacks with a progress bar. Caches made by other code
+    are left alone (delete them at will)."""
     from tqdm import tqdm
 
     from facefleet.core.detectors import DetectorConfig, create_detector
 
-    cache_path = cache_dir / f"lfw-aligned-{size}-{crop_fingerprint(size)}.npz"
+    cache_path = cache_dir / f"lfw-landmarks-{landmark_fingerprint()}.npz"
     bar: tqdm | None = None
 
     def start(n: int) -> None:
         nonlocal bar
-        log(f"detecting and aligning {n} LFW images once (cache: {cache_path})")
-        bar = tqdm(total=n, desc="align", unit="img", disable=not progress, leave=False)
+        log(f"detecting the faces of {n} LFW images once (cache: {cache_path})")
+        bar = tqdm(total=n, desc="detect", unit="img", disable=not progress, leave=False)
 
     try:
         return load_or_build(
@@ -222,7 +241,6 @@ def aligned_lfw_cache(
             Path(lfw),
             relpaths,
             lambda: create_detector("retinaface", DetectorConfig(device=device)),
-            size,
             on_batch=lambda n: bar.update(n) if bar is not None else None,
             on_start=start,
         )

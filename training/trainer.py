@@ -20,21 +20,24 @@ import torch
 from pydantic import BaseModel
 from torch.nn import functional as F
 
+from facefleet.core.alignment import ARCFACE_112
 from facefleet.core.detectors import DetectorConfig, create_detector
 from facefleet.core.device import resolve_device
-from facefleet.core.embedding import (
+from facefleet.core.errors import FacefleetError
+from facefleet.core.extractors.b0 import (
+    B0Extractor,
     ExtractorMeta,
-    FaceEmbedder,
     TrainingRecord,
     build_extractor,
     save_checkpoint,
 )
-from facefleet.core.errors import FacefleetError, InputError
-from facefleet.core.schemas import PairEvaluation, Thresholds
+from facefleet.core.schemas import PairEvaluation
 from facefleet.training.arcface import ArcFaceHead
 from facefleet.training.augment import augment_batch
-from facefleet.training.evaluate import evaluate_pairs, identification_thresholds
-from facefleet.training.facecache import FaceCache, aligned_lfw_cache
+from facefleet.training.evaluate import calibrated_thresholds, evaluate_pairs
+from facefleet.training.evaluation_report import identification_and_impostors
+from facefleet.training.facecache import FaceCache, lfw_face_cache
+from facefleet.training.identification import devtest_split
 from facefleet.training.lfw import LFWDataset
 from facefleet.training.records import TrainConfig
 from facefleet.training.teacher import TEACHER_ID
@@ -117,10 +120,14 @@ class Trainer:
                     subset.append(p)
             pairs = subset
         self.eval_pairs = pairs
+        self.dataset = dataset
         needed = self.train_paths + [p.left for p in pairs] + [p.right for p in pairs]
+        if not cfg.max_people:
+            # The open-set protocol calibrates the gallery threshold of a full run's model.
+            needed += devtest_split(dataset).images
         cache_dir = cfg.cache_dir or (self.out / "cache")
-        self.cache: FaceCache = aligned_lfw_cache(
-            cfg.lfw, needed, cache_dir, cfg.input_size, self.device, self.log, self.progress
+        self.cache: FaceCache = lfw_face_cache(
+            cfg.lfw, needed, cache_dir, self.device, self.log, self.progress
         )
         eval_paths = list(dict.fromkeys([p.left for p in pairs] + [p.right for p in pairs]))
         train_fallback = self.cache.fallback_count(self.train_paths)
@@ -130,7 +137,7 @@ class Trainer:
             f"({train_fallback} with no detected face, centre crop used); "
             f"eval: {len(pairs)} DevTest pairs ({eval_fallback} images centre-cropped)"
         )
-        self.train_crops = self.cache.take(self.train_paths)
+        self.train_crops = self.cache.crops(self.train_paths, ARCFACE_112.scaled(cfg.input_size))
         self.teacher_vectors: np.ndarray | None = None
         if cfg.distill == "dlib":
             from facefleet.training.teacher import teacher_embeddings
@@ -403,9 +410,9 @@ class Trainer:
         )
 
     def _evaluate(self, epoch: int) -> None:
-        embedder = FaceEmbedder(self.model, self.meta, self.device, batch_size=256)
+        extractor = B0Extractor(self.model, self.meta, self.device, batch_size=256)
         plot = self.out / "plots" / f"devtest-epoch-{epoch:03d}.png"
-        result = evaluate_pairs(embedder, self.cache, self.eval_pairs, "devtest", plot)
+        result = evaluate_pairs(extractor, self.cache, self.eval_pairs, "devtest", plot)
         self.model.train()
         for line in result.lines(f"epoch {epoch:3d} "):
             self.log(line)
@@ -423,24 +430,18 @@ class Trainer:
 
     def _export(self, epoch: int, result: PairEvaluation) -> None:
         cfg = self.config
-        embedder = FaceEmbedder(self.model, self.meta, self.device, batch_size=256)
-        eval_images = list(
-            dict.fromkeys([p.left for p in self.eval_pairs] + [p.right for p in self.eval_pairs])
+        extractor = B0Extractor(self.model, self.meta, self.device, batch_size=256)
+        # Quick runs (a slice of DevTest) keep the best-F1 threshold for galleries too.
+        identification, impostors = (
+            (None, None)
+            if cfg.max_people
+            else identification_and_impostors(extractor, self.dataset, self.cache)
         )
-        try:
-            strict = identification_thresholds(
-                embedder, self.cache, eval_images, at_least=result.cosine.best_threshold
-            )
-        except InputError:
-            strict = {}  # too few images (quick runs): galleries fall back to best-F1
         self.model.train()
         meta = self.meta.model_copy(
             update={
-                "thresholds": Thresholds(
-                    cosine=result.cosine.best_threshold,
-                    euclidean=result.euclidean.best_threshold,
-                    **strict,
-                ),
+                "thresholds": calibrated_thresholds(result, identification, impostors=impostors),
+                "identification": identification,
                 "training": TrainingRecord(
                     data="LFW deep-funneled",
                     train_protocol="devtrain",
@@ -451,7 +452,8 @@ class Trainer:
                     device=self.device,
                     config=json.loads(cfg.model_dump_json()),
                     devtest=result,
-                    threshold_rule="best F1 on the DevTest pairs",
+                    threshold_rule="best F1 on the DevTest pairs; galleries: 1% FAR on the "
+                    "DevTest open-set protocol",
                     variant="scratch" if cfg.distill == "none" else f"distilled-{cfg.distill}",
                     teacher=None if cfg.distill == "none" else TEACHER_ID,
                 ),

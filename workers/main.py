@@ -43,6 +43,7 @@ def run_worker(
     os.environ.setdefault("YOLO_OFFLINE", "1")
     import facefleet.workers.warmup  # noqa: F401  (connects the warm-up signal)
     from facefleet.tasks.app import app
+
     name = hostname or f"{'+'.join(queues)}@{socket.gethostname()}"
     app.worker_main(
         [

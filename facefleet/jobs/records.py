@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from facefleet.core.errors import InputError
 from facefleet.core.media import VideoInfo
-from facefleet.core.names import Metric, check_store_name
+from facefleet.core.names import ExtractorName, Metric, check_store_name
 
 JobKind = Literal["video", "images"]
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
@@ -49,6 +49,11 @@ class JobOptions(BaseModel):
     )
     chunk_frames: int | None = Field(
         default=None, ge=1, description="videos: frames per chunk task (as the cluster cuts)"
+    )
+    extractor: ExtractorName | None = Field(
+        default=None,
+        description="feature extractor for this job (default: the deployment's, "
+        "FACEFLEET_EXTRACTOR); pinned by id when the job is planned",
     )
     metric: Metric | None = Field(default=None, description="matching metric (default cosine)")
     threshold: float | None = Field(
@@ -230,6 +235,9 @@ class ModelPointer(BaseModel):
     model_id: str
     key: str
     devtest_accuracy: float | None = None
+    identification_dir: float | None = Field(
+        default=None, description="DIR at 1% FAR on the open-set protocol (facefleet eval)"
+    )
     run: str | None = None
     promoted: datetime = Field(default_factory=now)
 

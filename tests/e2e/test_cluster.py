@@ -97,7 +97,7 @@ def test_gallery_enroll_remove_round_trip(client: Client, trump_case: Path) -> N
     assert not client.store.list(f"galleries/roundtrip/v/{before.version}/")
     gallery = load_gallery(client.store, "roundtrip", None)
     assert gallery is not None and {s.person for s in gallery.samples} == {"Someone_Else"}
-    assert len(gallery.crops) == len(gallery.embeddings) == 1
+    assert len(gallery.regions) == len(gallery.embeddings) == 1
 
 
 def test_bad_video_fails_the_job_cleanly(client: Client, tmp_path: Path) -> None:
@@ -229,11 +229,13 @@ def test_cli_against_the_cluster(cluster: Cluster, tmp_path: Path, astronaut_bgr
 def test_promoted_model_is_picked_up(
     client: Client, tmp_path: Path, astronaut_bgr, random_checkpoint: Path
 ) -> None:
-    """A model promoted to models/latest is used by the next job, with the gallery
-    re-embedded from its stored crops (runs last: it restores the release model)."""
+    """A B0 promoted to models/latest is used by the next job that names the B0, and by
+    unnamed jobs only once it beats the default extractor on the identification protocol;
+    the gallery is re-embedded from its stored face regions each time (runs last: it
+    removes the pointer again)."""
     import cv2
 
-    from facefleet.core.embedding import load_checkpoint
+    from facefleet.core.extractors.b0 import load_checkpoint
     from facefleet.jobs.records import MODEL_POINTER_KEY, ModelPointer, model_key
 
     _, meta = load_checkpoint(random_checkpoint)
@@ -241,16 +243,25 @@ def test_promoted_model_is_picked_up(
     cv2.imwrite(str(image), astronaut_bgr)
     client.gallery.enroll("Eileen_Collins", [image], gallery="promote")
     client.store.put_file(model_key(meta.model_id), random_checkpoint)
-    client.store.put_model(
-        MODEL_POINTER_KEY, ModelPointer(model_id=meta.model_id, key=model_key(meta.model_id))
-    )
-    try:
-        job = client.submit_images([image], gallery="promote")
+
+    def named_by(pointer: ModelPointer, **options: object) -> dict:
+        client.store.put_model(MODEL_POINTER_KEY, pointer)
+        job = client.submit_images([image], gallery="promote", **options)
         assert job.wait(timeout=300).state == "done"
         (json_key,) = [k for k in job.status().outputs if k.endswith(".json")]
-        result = json.loads(client.store.get_bytes(json_key))
-        assert result["model"]["extractor"] == meta.model_id
+        return json.loads(client.store.get_bytes(json_key))
+
+    plain = ModelPointer(model_id=meta.model_id, key=model_key(meta.model_id))
+    better = plain.model_copy(update={"identification_dir": 0.9999})
+    try:
+        b0 = named_by(plain, extractor="facefleet-b0")
+        assert b0["model"]["extractor"] == meta.model_id
         # Same photo as enrolled: under the new model it still matches itself.
-        assert result["faces"][0]["identity"] == "Eileen_Collins"
+        assert b0["faces"][0]["identity"] == "Eileen_Collins"
+        default = named_by(plain)
+        assert default["model"]["extractor"].startswith("dlib-resnet-")
+        assert default["faces"][0]["identity"] == "Eileen_Collins"
+        promoted = named_by(better)
+        assert promoted["model"]["extractor"] == meta.model_id
     finally:
         client.store.delete(MODEL_POINTER_KEY)

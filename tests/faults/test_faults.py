@@ -379,7 +379,7 @@ def test_training_killed_mid_epoch_resumes_from_s3(cluster: Cluster, client: Cli
     final = run.wait(timeout=900)
     assert final.state == "done", final.message
     assert progress_at_kill is not None and progress_at_kill.epoch < 8
-    assert [e["epoch"] for e in final.evaluations] == list(range(1, 9))
+    assert [e.epoch for e in final.evaluations] == list(range(1, 9))
     logs = cluster.log("w1") + cluster.log("w2")
     assert "resuming after epoch" in logs
     metrics = client.store.get_bytes(prefix + "metrics.jsonl").decode().splitlines()

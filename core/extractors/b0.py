@@ -1,8 +1,9 @@
-"""The 512-d face feature extractor (EfficientNet-B0) and its checkpoint format.
+"""`facefleet-b0`: the 512-d EfficientNet-B0 that facefleet trains (ArcFace on LFW
+DevTrain, distilled from dlib's network), and its checkpoint format.
 
 A checkpoint carries everything inference needs beside the weights (input size,
 normalization, embedding size, calibrated thresholds), so training and inference cannot
-disagree on preprocessing.
+disagree on preprocessing. Its crops are the ArcFace five-point template at the input size.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,39 +19,17 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
+from facefleet.core.alignment import ARCFACE_112, CropGeometry
 from facefleet.core.errors import ModelError
-from facefleet.core.schemas import PairEvaluation, Thresholds
-
-ExtractorRuntime = Literal["auto", "torch", "onnx"]
+from facefleet.core.extractors.base import ExtractorCard, ExtractorConfig
+from facefleet.core.names import ExtractorRuntime
+from facefleet.core.schemas import IdentificationReport, Thresholds, TrainingRecord
 
 CHECKPOINT_FORMAT = "facefleet-extractor"
 CHECKPOINT_VERSION = 1
 BACKBONE_FEATURES = 1280  # EfficientNet-B0's pooled feature width
 
 log = logging.getLogger(__name__)
-
-
-class TrainingRecord(BaseModel):
-    """How a trained checkpoint came to be: its data, recipe and the evaluation it was kept
-    for. Every field is optional: a checkpoint built outside the trainer records less."""
-
-    data: str | None = None
-    train_protocol: str | None = Field(
-        default=None, description="LFW protocol of the training people (devtrain)"
-    )
-    train_people: int | None = None
-    train_images: int | None = None
-    epoch: int | None = None
-    epochs_planned: int | None = None
-    device: str | None = None
-    config: dict[str, Any] = Field(
-        default_factory=dict, description="The training recipe as it ran (TrainConfig)"
-    )
-    devtest: PairEvaluation | None = None
-    threshold_rule: str | None = None
-    variant: str | None = None
-    teacher: str | None = None
-    note: str | None = None
 
 
 class ExtractorMeta(BaseModel):
@@ -64,6 +44,9 @@ class ExtractorMeta(BaseModel):
     embedding_size: int = 512
     dropout: float = 0.05
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    identification: IdentificationReport | None = Field(
+        default=None, description="LFW DevTest open-set figures at calibration"
+    )
     training: TrainingRecord = Field(default_factory=TrainingRecord)
 
 
@@ -181,7 +164,20 @@ def onnx_session(model: Any, meta: ExtractorMeta, threads: int | None = None) ->
     )
 
 
-class FaceEmbedder:
+def shipped_checkpoint() -> Path:
+    """The release B0, shipped inside the installed facefleet package."""
+    return Path(str(files("facefleet").joinpath("models", "facefleet-b0.pt")))
+
+
+def load_b0(config: ExtractorConfig) -> B0Extractor:
+    """The registry's factory: the checkpoint at `config.weights`, else the shipped one."""
+    path = Path(config.weights) if config.weights else shipped_checkpoint()
+    return B0Extractor.from_checkpoint(
+        path, config.device, config.batch_size, config.runtime, config.threads
+    )
+
+
+class B0Extractor:
     """Turns aligned BGR face crops into L2-normalized float32 embeddings.
 
     On the CPU the network runs in ONNX Runtime (`runtime` "auto" or "onnx"), on CUDA in
@@ -219,7 +215,7 @@ class FaceEmbedder:
         batch_size: int = 64,
         runtime: ExtractorRuntime = "auto",
         threads: int | None = None,
-    ) -> FaceEmbedder:
+    ) -> B0Extractor:
         model, meta = load_checkpoint(path, device)
         return cls(model, meta, device, batch_size, runtime, threads)
 
@@ -228,12 +224,35 @@ class FaceEmbedder:
         return "onnx" if self._session is not None else "torch"
 
     @property
+    def card(self) -> ExtractorCard:
+        return ExtractorCard(
+            backend="facefleet-b0",
+            model_id=self.meta.model_id,
+            embedding_size=self.meta.embedding_size,
+            geometry=self.geometry,
+            normalization=f"RGB, x/255, mean {self.meta.mean}, std {self.meta.std}",
+            thresholds=self.meta.thresholds,
+            identification=self.meta.identification,
+            training=self.meta.training,
+            licence="MIT (facefleet)",
+            source="facefleet train (see facefleet/models/MODEL_CARD.md)",
+        )
+
+    @property
     def model_id(self) -> str:
         return self.meta.model_id
 
     @property
     def dim(self) -> int:
         return self.meta.embedding_size
+
+    @property
+    def geometry(self) -> CropGeometry:
+        return ARCFACE_112.scaled(self.meta.input_size)
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return self.meta.thresholds
 
     def preprocess(self, crops: Sequence[np.ndarray] | np.ndarray) -> Any:
         """BGR uint8 crops -> normalized float tensor (N, 3, S, S), as training sees them."""
