@@ -19,7 +19,6 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,12 +27,12 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import numpy as np  # noqa: E402
-from video_cases import CASES, score  # noqa: E402
+from video_cases import CASES, run_case  # noqa: E402
 
 from facefleet.core.gallery import Gallery  # noqa: E402
 from facefleet.core.pipeline import build_pipeline  # noqa: E402
 from facefleet.core.settings import get_settings  # noqa: E402
-from facefleet.core.video_pipeline import run_video  # noqa: E402
+from facefleet.core.tracking import iou_matrix  # noqa: E402
 from facefleet.training.evaluate import evaluate_pairs  # noqa: E402
 from facefleet.training.evaluation_report import devtest_identification  # noqa: E402
 from facefleet.training.facecache import lfw_face_cache  # noqa: E402
@@ -54,14 +53,6 @@ KNN_TRUTH = [
 ]
 
 
-def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def knn_stills(data: Path, pipeline) -> dict[str, object]:
     root = data / "images" / "knn_stills"
     pipeline.gallery, _ = Gallery.enroll_folder(
@@ -71,7 +62,7 @@ def knn_stills(data: Path, pipeline) -> dict[str, object]:
     stranger_unknown = True
     for name, box, person in KNN_TRUTH:
         result, _ = pipeline.process_image(root / "test" / name)
-        faces = [f for f in result.faces if iou(f.box, box) >= 0.3]
+        faces = [f for f in result.faces if iou_matrix([f.box], [box])[0, 0] >= 0.3]
         identity = faces[0].identity if faces else None
         if person is None:
             stranger_unknown = identity is None
@@ -115,25 +106,14 @@ def ms_per_face(extractor, repeat: int = 3) -> float:
 
 
 def video_figures(data: Path, pipeline) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for case in CASES:
-        gallery = Gallery.empty(pipeline.extractor)
-        for g in case.galleries:
-            part, _ = Gallery.enroll_folder(
-                data / "videos" / g / "gallery", pipeline.detector, pipeline.extractor
-            )
-            part.remove_samples(lambda s: "Donald_Trump_0001" in s.source)
-            gallery.add_samples_from(part)
-        pipeline.gallery = gallery
-        with tempfile.TemporaryDirectory() as tmp:
-            started = time.perf_counter()
-            result = run_video(data / "videos" / case.video, pipeline, Path(tmp) / "o.mp4")
-            seconds = time.perf_counter() - started
-        row = score(case, result)
-        out[case.name] = {
-            k: v for k, v in row.items() if k not in ("case", "frames", "false_names_who")
-        } | {"fps": round(result.frame_count / seconds, 1)}
-    return out
+    return {
+        case.name: {
+            k: v
+            for k, v in run_case(case, data, pipeline).items()
+            if k not in ("case", "frames", "false_names_who", "size")
+        }
+        for case in CASES
+    }
 
 
 def main() -> None:

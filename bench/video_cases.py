@@ -124,6 +124,31 @@ def score(case: Case, result: VideoResult) -> dict[str, object]:
     return out
 
 
+def case_gallery(case: Case, data: Path, pipeline) -> Gallery:
+    """The case's galleries enrolled under the pipeline's extractor."""
+    gallery = Gallery.empty(pipeline.extractor)
+    for g in case.galleries:
+        folder = data / "videos" / g / "gallery"
+        part, _ = Gallery.enroll_folder(folder, pipeline.detector, pipeline.extractor)
+        # The LFW copy of Trump's photo may have been seen in training: leave it out.
+        part.remove_samples(lambda s: "Donald_Trump_0001" in s.source)
+        gallery.add_samples_from(part)
+    return gallery
+
+
+def run_case(case: Case, data: Path, pipeline, every: int = 1) -> dict[str, object]:
+    """One case end to end in-process: its score and frames/s."""
+    pipeline.gallery = case_gallery(case, data, pipeline)
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        result = run_video(data / "videos" / case.video, pipeline, Path(tmp) / "o.mp4", every=every)
+        seconds = time.perf_counter() - started
+    row = score(case, result)
+    row["fps"] = round(result.frame_count / seconds, 1)
+    row["size"] = f"{result.width}x{result.height}"
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path)
@@ -136,23 +161,7 @@ def main() -> None:
     pipeline, _ = build_pipeline(settings, None)  # models load once, galleries change per case
     assert pipeline.extractor is not None, "needs an extractor model"
     for case in CASES:
-        gallery = Gallery.empty(pipeline.extractor)
-        for g in case.galleries:
-            folder = data / "videos" / g / "gallery"
-            part, _ = Gallery.enroll_folder(folder, pipeline.detector, pipeline.extractor)
-            # The LFW copy of Trump's photo may have been seen in training: leave it out.
-            part.remove_samples(lambda s: "Donald_Trump_0001" in s.source)
-            gallery.add_samples_from(part)
-        pipeline.gallery = gallery
-        with tempfile.TemporaryDirectory() as tmp:
-            started = time.perf_counter()
-            result = run_video(
-                data / "videos" / case.video, pipeline, Path(tmp) / "o.mp4", every=args.every
-            )
-            seconds = time.perf_counter() - started
-        row = score(case, result)
-        row["fps"] = round(result.frame_count / seconds, 1)
-        row["size"] = f"{result.width}x{result.height}"
+        row = run_case(case, data, pipeline, args.every)
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.json:

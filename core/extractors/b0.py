@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
-from facefleet.core.alignment import ARCFACE_112, CropGeometry
+from facefleet.core.alignment import ARCFACE_112
 from facefleet.core.errors import ModelError
-from facefleet.core.extractors.base import ExtractorCard, ExtractorConfig
+from facefleet.core.extractors.base import CardBacked, ExtractorCard, ExtractorConfig
 from facefleet.core.names import ExtractorRuntime
 from facefleet.core.schemas import IdentificationReport, Thresholds, TrainingRecord
 
@@ -177,7 +177,7 @@ def load_b0(config: ExtractorConfig) -> B0Extractor:
     )
 
 
-class B0Extractor:
+class B0Extractor(CardBacked):
     """Turns aligned BGR face crops into L2-normalized float32 embeddings.
 
     On the CPU the network runs in ONNX Runtime (`runtime` "auto" or "onnx"), on CUDA in
@@ -194,6 +194,18 @@ class B0Extractor:
     ):
         self.model = model.eval().to(device)
         self.meta = meta
+        self.card = ExtractorCard(
+            backend="facefleet-b0",
+            model_id=meta.model_id,
+            embedding_size=meta.embedding_size,
+            geometry=ARCFACE_112.scaled(meta.input_size),
+            normalization=f"RGB, x/255, mean {meta.mean}, std {meta.std}",
+            thresholds=meta.thresholds,
+            identification=meta.identification,
+            training=meta.training,
+            licence="MIT (facefleet)",
+            source="facefleet train (see facefleet/models/MODEL_CARD.md)",
+        )
         self.device = device
         self.batch_size = batch_size
         self._session: Any = None
@@ -223,36 +235,6 @@ class B0Extractor:
     def runtime(self) -> str:
         return "onnx" if self._session is not None else "torch"
 
-    @property
-    def card(self) -> ExtractorCard:
-        return ExtractorCard(
-            backend="facefleet-b0",
-            model_id=self.meta.model_id,
-            embedding_size=self.meta.embedding_size,
-            geometry=self.geometry,
-            normalization=f"RGB, x/255, mean {self.meta.mean}, std {self.meta.std}",
-            thresholds=self.meta.thresholds,
-            identification=self.meta.identification,
-            training=self.meta.training,
-            licence="MIT (facefleet)",
-            source="facefleet train (see facefleet/models/MODEL_CARD.md)",
-        )
-
-    @property
-    def model_id(self) -> str:
-        return self.meta.model_id
-
-    @property
-    def dim(self) -> int:
-        return self.meta.embedding_size
-
-    @property
-    def geometry(self) -> CropGeometry:
-        return ARCFACE_112.scaled(self.meta.input_size)
-
-    @property
-    def thresholds(self) -> Thresholds:
-        return self.meta.thresholds
 
     def preprocess(self, crops: Sequence[np.ndarray] | np.ndarray) -> Any:
         """BGR uint8 crops -> normalized float tensor (N, 3, S, S), as training sees them."""

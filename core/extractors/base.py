@@ -74,6 +74,28 @@ class Extractor(Protocol):
     def embed(self, crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray: ...
 
 
+class CardBacked:
+    """What every backend derives from its card."""
+
+    card: ExtractorCard
+
+    @property
+    def model_id(self) -> str:
+        return self.card.model_id
+
+    @property
+    def dim(self) -> int:
+        return self.card.embedding_size
+
+    @property
+    def geometry(self) -> CropGeometry:
+        return self.card.geometry
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return self.card.thresholds
+
+
 @dataclass(frozen=True)
 class ExtractorConfig:
     """What a backend is built from; `weights` None means the backend's default file."""

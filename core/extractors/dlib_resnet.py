@@ -25,7 +25,7 @@ import numpy as np
 
 from facefleet.core.alignment import CropGeometry
 from facefleet.core.errors import ModelError
-from facefleet.core.extractors.base import ExtractorCard, ExtractorConfig, unit_rows
+from facefleet.core.extractors.base import CardBacked, ExtractorCard, ExtractorConfig, unit_rows
 from facefleet.core.extractors.calibration import shipped_calibration
 from facefleet.core.schemas import Thresholds, TrackingGates
 
@@ -64,7 +64,7 @@ def weights_id(path: Path) -> str:
     return f"dlib-resnet-{digest[:12]}"
 
 
-class DlibResNetExtractor:
+class DlibResNetExtractor(CardBacked):
     """dlib's descriptor on DLIB_150 chips, L2-normalized (dlib's raw descriptors have norms
     of 1.3-1.7 and are compared by raw distance; facefleet compares unit vectors)."""
 
@@ -99,22 +99,6 @@ class DlibResNetExtractor:
             self.model = self.model.to(config.device)
         else:
             self._session = _onnx_session(self.model, config.threads)
-
-    @property
-    def model_id(self) -> str:
-        return self.card.model_id
-
-    @property
-    def dim(self) -> int:
-        return self.card.embedding_size
-
-    @property
-    def geometry(self) -> CropGeometry:
-        return self.card.geometry
-
-    @property
-    def thresholds(self) -> Thresholds:
-        return self.card.thresholds
 
     @property
     def runtime(self) -> str:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from facefleet.core.alignment import ARCFACE_112, CropGeometry
 from facefleet.core.errors import ModelError
-from facefleet.core.extractors.base import ExtractorCard, ExtractorConfig, unit_rows
+from facefleet.core.extractors.base import CardBacked, ExtractorCard, ExtractorConfig, unit_rows
 from facefleet.core.extractors.calibration import shipped_calibration
 from facefleet.core.schemas import IdentificationReport, Point, Thresholds, TrackingGates
 
@@ -59,7 +59,7 @@ def read_sidecar(model: Path) -> OnnxSidecar:
         raise ModelError(f"not a readable ONNX sidecar ({first})", subject=path) from None
 
 
-class OnnxFileExtractor:
+class OnnxFileExtractor(CardBacked):
     """A user-supplied ONNX model in ONNX Runtime (CUDA when asked for and available)."""
 
     def __init__(self, config: ExtractorConfig) -> None:
@@ -117,22 +117,6 @@ class OnnxFileExtractor:
             licence=sidecar.licence,
             source=str(path),
         )
-
-    @property
-    def model_id(self) -> str:
-        return self.card.model_id
-
-    @property
-    def dim(self) -> int:
-        return self.card.embedding_size
-
-    @property
-    def geometry(self) -> CropGeometry:
-        return self.card.geometry
-
-    @property
-    def thresholds(self) -> Thresholds:
-        return self.card.thresholds
 
     def embed(self, crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         crops = np.asarray(crops)
