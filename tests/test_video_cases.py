@@ -53,8 +53,8 @@ HAMILTON_WHERE = {
 
 OBAMA_LIMIT = (
     "Obama's laughing three-quarter profile in the dim audience shot is beyond the models at "
-    "hand: the release model scores it below threshold, and even the dlib ResNet teacher "
-    "(LFW 0.98) puts his track at 0.00 against both of his gallery photos"
+    "hand: the default extractor (dlib's network) and the B0 both score his track below their "
+    "thresholds"
 )
 
 

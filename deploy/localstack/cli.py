@@ -8,11 +8,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from facefleet.exits import EXIT_INPUT_ERRORS as EXIT_NOT_RUNNING  # some are down
+from facefleet.exits import EXIT_OK, EXIT_SETUP_ERROR
 from facefleet.localstack.errors import StackError
 from facefleet.localstack.stack import down, status, up
 from facefleet.localstack.state import STACK_ENV
-
-EXIT_OK, EXIT_NOT_RUNNING, EXIT_SETUP_ERROR = 0, 1, 2
 
 
 def _positive(text: str) -> int:
