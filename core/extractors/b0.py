@@ -235,7 +235,6 @@ class B0Extractor(CardBacked):
     def runtime(self) -> str:
         return "onnx" if self._session is not None else "torch"
 
-
     def preprocess(self, crops: Sequence[np.ndarray] | np.ndarray) -> Any:
         """BGR uint8 crops -> normalized float tensor (N, 3, S, S), as training sees them."""
         import torch
