@@ -31,6 +31,33 @@ def onnx_session_options(threads: int | None = None) -> Any:
     return options
 
 
+def onnx_session_of(model: Any, input_size: int, threads: int | None = None) -> Any:
+    """A torch network taking (N, 3, S, S) exported to an ONNX Runtime session on the CPU,
+    in memory (about a second, once per process): ~3x faster than torch eager on 2 cores."""
+    import io
+    import warnings
+
+    import onnxruntime as ort
+    import torch
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on its own deprecation
+        torch.onnx.export(
+            model.cpu().eval(),
+            torch.zeros(1, 3, input_size, input_size),
+            buffer,
+            input_names=["input"],
+            output_names=["embedding"],
+            dynamic_axes={"input": {0: "n"}, "embedding": {0: "n"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    return ort.InferenceSession(
+        buffer.getvalue(), onnx_session_options(threads), providers=["CPUExecutionProvider"]
+    )
+
+
 def resolve_device(name: str = "auto") -> str:
     """Map "auto" | "cpu" | "cuda" to a concrete torch device string."""
     import torch

@@ -3,7 +3,7 @@ calibrated thresholds. Backends are chosen by name (facefleet.core.extractors)."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -105,6 +105,20 @@ class ExtractorConfig:
     batch_size: int = 32
     runtime: ExtractorRuntime = "auto"
     threads: int | None = None
+
+
+def embed_in_batches(
+    crops: Sequence[np.ndarray] | np.ndarray,
+    batch_size: int,
+    dim: int,
+    forward: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """`forward` over the crops `batch_size` at a time, as (N, dim) unit rows."""
+    crops = np.asarray(crops)
+    if len(crops) == 0:
+        return np.zeros((0, dim), dtype=np.float32)
+    out = [forward(crops[s : s + batch_size]) for s in range(0, len(crops), batch_size)]
+    return unit_rows(np.concatenate(out))
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:

@@ -689,22 +689,3 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     """Unit-length rows: what facefleet's cosine/euclidean metrics expect (dlib's raw
     descriptors have norms of about 1.3-1.7)."""
     return x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
-
-
-def export_onnx(model: DlibResNet, path: str | Path) -> None:
-    """ONNX opset 17 with a dynamic batch: input "input" = preprocessed (N, 3, 150, 150)
-    float32, output "descriptor" = (N, 128) raw descriptors."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notes
-        torch.onnx.export(
-            model.eval(),
-            torch.zeros(1, 3, DLIB_INPUT_SIZE, DLIB_INPUT_SIZE),
-            str(path),
-            input_names=["input"],
-            output_names=["descriptor"],
-            dynamic_axes={"input": {0: "n"}, "descriptor": {0: "n"}},
-            opset_version=17,
-            dynamo=False,
-        )

@@ -24,8 +24,14 @@ from typing import Any
 import numpy as np
 
 from facefleet.core.alignment import CropGeometry
+from facefleet.core.device import onnx_session_of
 from facefleet.core.errors import ModelError
-from facefleet.core.extractors.base import CardBacked, ExtractorCard, ExtractorConfig, unit_rows
+from facefleet.core.extractors.base import (
+    CardBacked,
+    ExtractorCard,
+    ExtractorConfig,
+    embed_in_batches,
+)
 from facefleet.core.extractors.calibration import shipped_calibration
 from facefleet.core.schemas import Thresholds, TrackingGates
 
@@ -98,7 +104,7 @@ class DlibResNetExtractor(CardBacked):
         if self._use_torch:
             self.model = self.model.to(config.device)
         else:
-            self._session = _onnx_session(self.model, config.threads)
+            self._session = onnx_session_of(self.model, DLIB_150.size, config.threads)
 
     @property
     def runtime(self) -> str:
@@ -110,14 +116,9 @@ class DlibResNetExtractor(CardBacked):
 
     def embed(self, crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """(N, 128) unit rows from BGR DLIB_150 chips."""
-        crops = np.asarray(crops)
-        if len(crops) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        out = []
-        for start in range(0, len(crops), self.batch_size):
-            x = self._inputs(crops[start : start + self.batch_size])
-            out.append(self._forward(x))
-        return unit_rows(np.concatenate(out))
+        return embed_in_batches(
+            crops, self.batch_size, self.dim, lambda batch: self._forward(self._inputs(batch))
+        )
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         if self._session is not None:
@@ -142,31 +143,3 @@ def _uncalibrated(model_id: str) -> Thresholds:
     log.warning("no calibration shipped for %s: using dlib's own rule (distance 0.6)", model_id)
     # dlib's raw distance 0.6 corresponds to about cosine 0.9 on the unit descriptors.
     return Thresholds(cosine=0.9, euclidean=0.45)
-
-
-def _onnx_session(model: Any, threads: int | None) -> Any:
-    """The network exported to ONNX Runtime in memory (about a second, once per process)."""
-    import io
-    import warnings
-
-    import onnxruntime as ort
-    import torch
-
-    from facefleet.core.device import onnx_session_options
-
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's notes on its own deprecation
-        torch.onnx.export(
-            model.cpu().eval(),
-            torch.zeros(1, 3, DLIB_150.size, DLIB_150.size),
-            buffer,
-            input_names=["input"],
-            output_names=["descriptor"],
-            dynamic_axes={"input": {0: "n"}, "descriptor": {0: "n"}},
-            opset_version=17,
-            dynamo=False,
-        )
-    return ort.InferenceSession(
-        buffer.getvalue(), onnx_session_options(threads), providers=["CPUExecutionProvider"]
-    )

@@ -21,7 +21,12 @@ from pydantic import BaseModel, ValidationError
 
 from facefleet.core.alignment import ARCFACE_112, CropGeometry
 from facefleet.core.errors import ModelError
-from facefleet.core.extractors.base import CardBacked, ExtractorCard, ExtractorConfig, unit_rows
+from facefleet.core.extractors.base import (
+    CardBacked,
+    ExtractorCard,
+    ExtractorConfig,
+    embed_in_batches,
+)
 from facefleet.core.extractors.calibration import shipped_calibration
 from facefleet.core.schemas import IdentificationReport, Point, Thresholds, TrackingGates
 
@@ -119,18 +124,15 @@ class OnnxFileExtractor(CardBacked):
         )
 
     def embed(self, crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-        crops = np.asarray(crops)
-        if len(crops) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        out = []
-        for start in range(0, len(crops), self.batch_size):
-            batch = crops[start : start + self.batch_size].astype(np.float32)
-            if not self.bgr:
-                batch = batch[..., ::-1]
-            x = np.ascontiguousarray(((batch - self.mean) / self.std).transpose(0, 3, 1, 2))
-            (y, *_) = self.session.run(None, {self.input_name: x})
-            out.append(np.asarray(y, dtype=np.float32).reshape(len(x), -1))
-        return unit_rows(np.concatenate(out))
+        return embed_in_batches(crops, self.batch_size, self.dim, self._forward)
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        pixels = batch.astype(np.float32)
+        if not self.bgr:
+            pixels = pixels[..., ::-1]
+        x = np.ascontiguousarray(((pixels - self.mean) / self.std).transpose(0, 3, 1, 2))
+        (y, *_) = self.session.run(None, {self.input_name: x})
+        return np.asarray(y, dtype=np.float32).reshape(len(x), -1)
 
 
 def _session(path: Path, data: bytes, config: ExtractorConfig) -> Any:
