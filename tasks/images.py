@@ -93,6 +93,7 @@ def finalize_images(self: JobTask, job_id: str) -> None:
         return
     keys = job.keys
     plan = self.plan_of(job)
+    job.finishing()
     # All outcomes are kept in merged.json before the parts are copied to output/ and
     # removed: a second copy of this step, after the first cleaned up, finishes from it.
     merged = rt.store.get_model_or_none(keys.result, ImageChunkResult)

@@ -187,6 +187,7 @@ def finalize_video(self: JobTask, job_id: str) -> None:
     plan, spec = self.plan_of(job), job.spec()
     (source,) = spec.inputs
     result = rt.store.get_model(keys.result, VideoResult)
+    job.finishing()
     video_key, json_key = keys.output(f"{source.name}.mp4"), keys.output(f"{source.name}.json")
     # The JSON is written after the video: when it exists, an earlier copy of this step
     # wrote both and may already have removed the parts.

@@ -61,3 +61,22 @@ def test_job_ids_are_validated() -> None:
     for bad in ("../../jobs", "0123", "Z" * 32):
         with pytest.raises(InputError):
             check_job_id(bad)
+
+
+def test_progress_never_runs_backwards_while_the_last_step_cleans_up(tmp_path: Path) -> None:
+    """The last step removes the chunks and parts progress is counted from before the status
+    says done: once it has started, progress shows every step done, not zero."""
+    from facefleet.jobs.job_store import JobStore
+    from facefleet.jobs.records import new_job_id
+
+    store = LocalStore(tmp_path)
+    job = JobStore(store, new_job_id())
+    store.put_model(job.keys.status, JobStatus(job_id=job.job_id, kind="video", state="running"))
+    job.set_status("running", stage="render", chunks=2)
+    for k in range(2):
+        store.put_bytes(job.keys.chunk_result(k), b"{}")
+        store.put_bytes(job.keys.part(k), b"mp4")
+    assert (job.progress().done, job.progress().total) == (4, 4)
+    job.finishing()
+    job.cleanup()  # what finalize does before it marks the job done
+    assert (job.progress().done, job.progress().total) == (4, 4)

@@ -21,6 +21,8 @@ from facefleet.jobs.records import (
 )
 from facefleet.jobs.storage import ObjectNotFound, ObjectStore
 
+FINISHING = "finish"  # the stage of a job's last step, while it writes outputs and cleans up
+
 
 def job_activity(store: ObjectStore) -> dict[str, datetime]:
     """Every job in the store (those with a status record) with when anything of it was
@@ -101,6 +103,11 @@ class JobStore:
 
     # ---- progress -----------------------------------------------------------------------
 
+    def finishing(self) -> JobStatus:
+        """Called by the last step before it removes the intermediates that progress is
+        counted from: from here on progress shows every step done."""
+        return self.set_status("running", stage=FINISHING)
+
     def progress(self) -> JobProgress:
         """Steps done of all steps: analysing and rendering each chunk, then finishing."""
         status = self.status()
@@ -108,12 +115,16 @@ class JobStore:
             return JobProgress(stage="done", done=1, total=1)
         if not status.chunks:
             return JobProgress(stage=status.stage, done=0, total=0)
+        total = status.chunks if status.kind == "images" else 2 * status.chunks
+        if status.stage == FINISHING:
+            # The chunks and parts are going: counting them now would run backwards.
+            return JobProgress(stage=status.stage, done=total, total=total)
         keys = self.store.list(self.keys.chunks())
         analysed = sum(1 for k in keys if k.endswith("/result.json"))
         if status.kind == "images":
-            return JobProgress(stage=status.stage, done=analysed, total=status.chunks)
+            return JobProgress(stage=status.stage, done=analysed, total=total)
         rendered = sum(1 for k in self.store.list(self.keys.parts()) if k.endswith("/part.mp4"))
-        return JobProgress(stage=status.stage, done=analysed + rendered, total=2 * status.chunks)
+        return JobProgress(stage=status.stage, done=analysed + rendered, total=total)
 
     # ---- ending -------------------------------------------------------------------------
 
