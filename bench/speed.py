@@ -10,8 +10,14 @@ Modes, each in a fresh process so peak memory is its own:
                 refinement, extractor, gallery and threshold as facefleet.
   in-process    `run_video`, as `facefleet process` runs it: threaded decode, batched
                 detection and embedding, tracking, H.264 output with audio.
+  in-process, every face   the same with the embedding budget off
+                (FACEFLEET_EMBEDDING_BUDGET=false): every detected face embedded.
   stack 1 / 2   the same job submitted to the local stack (real Redis, SeaweedFS, worker
-                processes), warm workers, wall time from submit to done.
+                processes), warm workers, wall time from submit to done. Sampled during
+                each job: the bytes the job wrote to the object store (every key under
+                jobs/<id>/ at its largest, intermediates included), when analysis began
+                (the status reaching stage "analyze"), and the RSS of each worker pool
+                process, idle before the job and at its largest while working.
 and for image batches: the same loop over image files (cv2.imread, one detector call and
 one extractor call per face) against `FacePipeline.process_images`.
 
@@ -31,9 +37,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -43,9 +50,11 @@ from facefleet.core.settings import get_settings  # noqa: E402
 from tests.data import shared_data_root  # noqa: E402
 
 if TYPE_CHECKING:
+    from facefleet.client import Client
     from facefleet.core.pipeline import FacePipeline
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+EVERY_FACE = {"FACEFLEET_EMBEDDING_BUDGET": "false"}
 
 
 def _peak_rss_mb() -> float:
@@ -183,7 +192,7 @@ MODES = {
 }
 
 
-def run_mode(mode: str, source: Path, gallery: Path) -> dict:
+def run_mode(mode: str, source: Path, gallery: Path, env: dict[str, str] | None = None) -> dict:
     """One repetition of a mode in a fresh interpreter; returns its measurements."""
     with tempfile.TemporaryDirectory(prefix="facefleet-bench-") as tmp:
         proc = subprocess.run(
@@ -191,6 +200,7 @@ def run_mode(mode: str, source: Path, gallery: Path) -> dict:
             capture_output=True,
             text=True,
             check=False,
+            env={**os.environ, **(env or {})},
         )
     if proc.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{proc.stderr[-3000:]}")
@@ -228,19 +238,94 @@ def through_stack(video: Path, gallery: Path, chunk: int, workers: int, repeat: 
                 client.gallery.enroll(person.name, sorted(person.iterdir()))  # waits: warm
             runs = []
             for _ in range(repeat):
+                idle = _pool_rss_mb([s.pid for s in started])
                 started_at = time.perf_counter()
                 job = client.submit_video(video, chunk_frames=chunk)
+                sampler = JobSampler(client, job.id, [s.pid for s in started], started_at)
+                sampler.start()
                 status = job.wait(timeout=3600, poll_s=0.1)  # timing, not load
                 wall = time.perf_counter() - started_at
+                sampler.stop()
                 if status.state != "done":
                     raise SystemExit(f"stack job {status.state}: {status.message}")
                 peak = _tree_peak_rss_mb([s.pid for s in started])
-                runs.append({"wall_s": wall, "peak_rss_mb": peak})
+                runs.append(
+                    {
+                        "wall_s": wall,
+                        "peak_rss_mb": peak,
+                        "pool_idle_rss_mb": max(idle, default=0.0),
+                        **sampler.summary(job.id),
+                    }
+                )
             return runs
         finally:
             for service in started:
                 localstack.stop_service(service, 30)
             localstack.down(workdir)
+
+
+class JobSampler(threading.Thread):
+    """Polls one job while it runs: the size of every object under jobs/<id>/ (kept at its
+    largest, so intermediates deleted at the end are counted), when its status first says
+    "analyze", and the worker pool processes' RSS."""
+
+    def __init__(self, client: Client, job_id: str, pids: list[int], t0: float) -> None:
+        super().__init__(daemon=True)
+        self.client, self.prefix, self.pids, self.t0 = client, f"jobs/{job_id}/", pids, t0
+        self.sizes: dict[str, int] = {}
+        self.analysis_at: float | None = None
+        self.pool_rss = 0.0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        store = self.client.store
+        while not self._done.is_set():
+            self._sample(store)
+            time.sleep(0.05)
+        self._sample(store)
+
+    def _sample(self, store: Any) -> None:
+        for obj in store.client.list_objects(store.bucket, prefix=self.prefix, recursive=True):
+            if obj.object_name and obj.size is not None:
+                self.sizes[obj.object_name] = max(obj.size, self.sizes.get(obj.object_name, 0))
+        if self.analysis_at is None:
+            status = store.get_bytes(self.prefix + "status.json")
+            if b'"stage":"analyze"' in status.replace(b" ", b""):
+                self.analysis_at = time.perf_counter() - self.t0
+        self.pool_rss = max([self.pool_rss, *_pool_rss_mb(self.pids)])
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+    def summary(self, job_id: str) -> dict:
+        source = sum(v for k, v in self.sizes.items() if k.startswith(self.prefix + "input/"))
+        outputs = sum(v for k, v in self.sizes.items() if k.startswith(self.prefix + "output/"))
+        return {
+            "written_bytes": sum(self.sizes.values()),
+            "source_bytes": source,
+            "output_bytes": outputs,
+            "analysis_start_s": self.analysis_at,
+            "pool_working_rss_mb": self.pool_rss,
+        }
+
+
+def _pool_rss_mb(pids: list[int]) -> list[float]:
+    """Current RSS of each pool process (the children of the worker processes `pids`)."""
+    import psutil
+
+    out = []
+    for pid in pids:
+        try:
+            children = psutil.Process(pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+        for child in children:
+            try:
+                out.append(child.memory_info().rss / 2**20)
+            except psutil.NoSuchProcess:
+                continue
+    return out
 
 
 def _tree_peak_rss_mb(pids: list[int]) -> float:
@@ -299,15 +384,42 @@ def _table(runs_by_name: dict[str, list[dict]], unit: str, count: int, faces: in
     return lines
 
 
+def _stack_table(video_runs: dict[str, list[dict]]) -> list[str]:
+    """Per stack run: object-store bytes against the source plus the outputs, when analysis
+    began, wall time against in-process, and the pool processes' memory."""
+    inprocess = _median(video_runs["in-process"], "wall_s")
+    lines = [
+        "| run | written MB | source + outputs MB | ratio | analysis starts s "
+        "| vs in-process | pool RSS idle MB | pool RSS working MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, runs in video_runs.items():
+        if not name.startswith("stack"):
+            continue
+        written = _median(runs, "written_bytes") / 1e6
+        delivered = _median([{"v": r["source_bytes"] + r["output_bytes"]} for r in runs], "v")
+        lines.append(
+            f"| {name} | {written:.2f} | {delivered / 1e6:.2f} | {written * 1e6 / delivered:.2f}× "
+            f"| {_median(runs, 'analysis_start_s'):.2f} "
+            f"| {inprocess / _median(runs, 'wall_s'):.2f}× "
+            f"| {max(r['pool_idle_rss_mb'] for r in runs):.0f} "
+            f"| {max(r['pool_working_rss_mb'] for r in runs):.0f} |"
+        )
+    return lines
+
+
 def report(video_runs: dict[str, list[dict]], image_runs: dict[str, list[dict]], meta: dict) -> str:
     frames, faces = meta["frames"], meta["faces"]
     lines = [
         f"Video: {meta['video']} ({meta['width']}×{meta['height']}, {frames} frames, "
-        f"{faces} faces detected); {meta['cpu']}, {meta['cores']} cores; median of "
-        f"{meta['repeat']} runs.",
+        f"{faces} faces detected); extractor {meta['extractor']}; {meta['cpu']}, "
+        f"{meta['cores']} cores, {meta['memory_gb']:.0f} GB; median of {meta['repeat']} runs; "
+        f"stack chunks of {meta['chunk_frames']} frames.",
         "",
         *_table(video_runs, "frames", frames, faces),
     ]
+    if any(name.startswith("stack") for name in video_runs):
+        lines += ["", *_stack_table(video_runs)]
     if image_runs:
         first = next(iter(image_runs.values()))[0]
         lines += [
@@ -382,7 +494,11 @@ def main() -> int:
     from facefleet.core.video import probe
 
     info = probe(args.video)
-    video_runs: dict[str, list[dict]] = {"baseline": [], "in-process": []}
+    video_runs: dict[str, list[dict]] = {
+        "baseline": [],
+        "in-process": [],
+        "in-process, every face": [],
+    }
     image_runs: dict[str, list[dict]] = {}
     if not args.no_images and args.images.is_dir():
         image_runs = {"baseline": [], "in-process": []}
@@ -391,6 +507,9 @@ def main() -> int:
         print(f"round {i + 1}/{args.repeat}", file=sys.stderr)
         video_runs["baseline"].append(run_mode("baseline-video", args.video, args.gallery))
         video_runs["in-process"].append(run_mode("inprocess-video", args.video, args.gallery))
+        video_runs["in-process, every face"].append(
+            run_mode("inprocess-video", args.video, args.gallery, EVERY_FACE)
+        )
         if image_runs:
             image_runs["baseline"].append(run_mode("baseline-images", args.images, args.gallery))
             image_runs["in-process"].append(run_mode("inprocess-images", args.images, args.gallery))
@@ -411,6 +530,8 @@ def main() -> int:
         "chunk_frames": args.chunk_frames,
         "cores": os.cpu_count(),
         "cpu": _cpu_name(),
+        "memory_gb": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3,
+        "extractor": get_settings().extractor,
     }
     table = report(video_runs, image_runs, meta)
     print(table)

@@ -139,6 +139,14 @@ def case_gallery(case: Case, data: Path, pipeline) -> Gallery:
 def run_case(case: Case, data: Path, pipeline, every: int = 1) -> dict[str, object]:
     """One case end to end in-process: its score and frames/s."""
     pipeline.gallery = case_gallery(case, data, pipeline)
+    return run_enrolled(case, data, pipeline, every)[0]
+
+
+def run_enrolled(
+    case: Case, data: Path, pipeline, every: int = 1
+) -> tuple[dict[str, object], VideoResult]:
+    """One case with the pipeline's gallery already enrolled: its score, frames/s and the
+    result (so other benches can compare runs of one enrolment)."""
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         result = run_video(data / "videos" / case.video, pipeline, Path(tmp) / "o.mp4", every=every)
@@ -146,7 +154,7 @@ def run_case(case: Case, data: Path, pipeline, every: int = 1) -> dict[str, obje
     row = score(case, result)
     row["fps"] = round(result.frame_count / seconds, 1)
     row["size"] = f"{result.width}x{result.height}"
-    return row
+    return row, result
 
 
 def main() -> None:

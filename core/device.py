@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from facefleet.core.errors import ModelError
 
 
 def limit_threads(threads: int) -> None:
-    """Threads for torch and OpenCV in this process (ONNX Runtime takes its count per
-    session, from the detector's config): oversubscribed threads on a small machine make
-    every process slower than one thread each."""
+    """Threads for OpenCV, and torch where it is loaded, in this process (ONNX Runtime
+    takes its count per session, from the detector's config): oversubscribed threads on a
+    small machine make every process slower than one thread each. Torch is not imported
+    for this: a worker whose models all run in ONNX Runtime never loads it (about 500 MB
+    of resident memory), and a later import reads OMP_NUM_THREADS, which workers set."""
     import cv2
-    import torch
 
-    torch.set_num_threads(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
     cv2.setNumThreads(threads)
 
 
@@ -34,10 +40,41 @@ def onnx_session_options(threads: int | None = None) -> Any:
 def onnx_session_of(model: Any, input_size: int, threads: int | None = None) -> Any:
     """A torch network taking (N, 3, S, S) exported to an ONNX Runtime session on the CPU,
     in memory (about a second, once per process): ~3x faster than torch eager on 2 cores."""
+    return onnx_session(onnx_export(model, input_size), threads)
+
+
+def onnx_session(model: bytes | Path, threads: int | None = None) -> Any:
+    """An ONNX Runtime session on the CPU from a serialized model or its file."""
+    import onnxruntime as ort
+
+    source = str(model) if isinstance(model, Path) else model
+    return ort.InferenceSession(
+        source, onnx_session_options(threads), providers=["CPUExecutionProvider"]
+    )
+
+
+def cached_onnx_session(
+    cached: Path | None, export: Callable[[], bytes], threads: int | None = None
+) -> Any:
+    """The session of the model in file `cached`; when that file does not exist yet, of
+    `export()`, which is then written there (atomically: several worker processes may race)
+    so that later processes load it without torch."""
+    if cached is not None and cached.is_file():
+        return onnx_session(cached, threads)
+    model = export()
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f".{cached.name}.{os.getpid()}.part")
+        partial.write_bytes(model)
+        partial.replace(cached)
+    return onnx_session(model, threads)
+
+
+def onnx_export(model: Any, input_size: int) -> bytes:
+    """A torch network taking (N, 3, S, S) with a dynamic batch, serialized as ONNX."""
     import io
     import warnings
 
-    import onnxruntime as ort
     import torch
 
     buffer = io.BytesIO()
@@ -53,13 +90,14 @@ def onnx_session_of(model: Any, input_size: int, threads: int | None = None) -> 
             opset_version=17,
             dynamo=False,
         )
-    return ort.InferenceSession(
-        buffer.getvalue(), onnx_session_options(threads), providers=["CPUExecutionProvider"]
-    )
+    return buffer.getvalue()
 
 
 def resolve_device(name: str = "auto") -> str:
-    """Map "auto" | "cpu" | "cuda" to a concrete torch device string."""
+    """Map "auto" | "cpu" | "cuda" to a concrete torch device string. On a machine without
+    an NVIDIA driver "auto" is "cpu" without asking torch, so a CPU worker need not load it."""
+    if name == "auto" and not _nvidia_driver_present():
+        return "cpu"
     import torch
 
     if name == "auto":
@@ -69,3 +107,7 @@ def resolve_device(name: str = "auto") -> str:
     if name not in ("cpu", "cuda"):
         raise ModelError(f"unknown device {name!r}; use auto, cpu or cuda")
     return name
+
+
+def _nvidia_driver_present() -> bool:
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()

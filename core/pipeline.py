@@ -39,6 +39,7 @@ class FacePipeline:
     metric: Metric = "cosine"
     threshold: float | None = None
     align_refine: bool = True
+    embedding_budget: bool = True  # videos: see core.embedding_budget
 
     @property
     def effective_threshold(self) -> float | None:
@@ -194,6 +195,7 @@ def load_extractor(
         batch_size=batch_size or settings.batch_size,
         runtime=settings.extractor_runtime,
         threads=settings.threads,
+        onnx_cache=settings.cache_dir / "onnx",
     )
     return create_extractor(name, config)
 
@@ -205,9 +207,10 @@ def assemble_pipeline(
     gallery: Gallery | None = None,
     metric: Metric | None = None,
     threshold: float | None = None,
+    embedding_budget: bool | None = None,
 ) -> FacePipeline:
-    """A pipeline over models already loaded; `metric`/`threshold` override the settings
-    (a job's options)."""
+    """A pipeline over models already loaded; `metric`/`threshold`/`embedding_budget`
+    override the settings (a job's options)."""
     return FacePipeline(
         detector=detector,
         extractor=extractor,
@@ -215,6 +218,9 @@ def assemble_pipeline(
         metric=metric or settings.metric,
         threshold=threshold if threshold is not None else settings.threshold,
         align_refine=settings.align_refine,
+        embedding_budget=(
+            settings.embedding_budget if embedding_budget is None else embedding_budget
+        ),
     )
 
 

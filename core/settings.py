@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
@@ -66,6 +67,13 @@ class Settings(BaseSettings):
         default=True,
         description="Second landmark pass on de-rotated faces (more accurate on tilted faces).",
     )
+    embedding_budget: bool = Field(
+        default=True,
+        description="videos: embed a track's faces only when its identity needs it (its "
+        "first and best faces, uncertain associations, a heartbeat) and carry its embedding "
+        "between; off: every face (4-9x more extractor work, the same names on the dev "
+        "videos: bench/results/budget.md)",
+    )
     batch_size: int = Field(default=32, ge=1)
     extractor_runtime: ExtractorRuntime = Field(
         default="auto",
@@ -107,6 +115,21 @@ class Settings(BaseSettings):
     )
     presign_expiry_s: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
     chunk_frames: int = Field(default=150, ge=1, description="Frames per video chunk task.")
+    render_parts_above_frames: int = Field(
+        default=3000,
+        ge=0,
+        description="Videos with more frames render in parallel parts (one task per chunk, "
+        "each part stored, about the output's size in all); shorter ones render in one pass "
+        "in the final step, which writes nothing but the output.",
+    )
+    source_cache_dir: Path = Field(
+        default=Path(tempfile.gettempdir()) / "facefleet-sources",
+        description="Where a worker keeps the videos it reads its frame ranges from (one "
+        "download per machine, shared by its pool processes).",
+    )
+    source_cache_gb: float = Field(
+        default=20.0, gt=0, description="Size of that cache; least recently used go first."
+    )
     image_chunk: int = Field(default=16, ge=1, description="Images per image chunk task.")
     max_job_frames: int = Field(default=200_000, ge=1, description="Larger videos are refused.")
     max_input_bytes: int = Field(default=8 * 1024**3, ge=1, description="Larger files refused.")

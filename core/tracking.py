@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import lap
@@ -84,29 +85,89 @@ class FaceTracker:
     def update(
         self, frame_index: int, boxes: np.ndarray, embeddings: np.ndarray | None
     ) -> list[int]:
-        """Track id for each detection of this frame, in the detections' order."""
+        """Track id for each detection of this frame, in the detections' order, with every
+        detection's embedding at hand (or none of them)."""
+        pending = self.prepare(frame_index, boxes)
+        have = embeddings is not None and embeddings.shape[1] > 0
+        vectors = list(embeddings) if have else [None] * len(pending.boxes)  # type: ignore[arg-type]
+        return self.finish(pending, {}, vectors)
+
+    def prepare(self, frame_index: int, boxes: np.ndarray) -> PendingFrame:
+        """Phase one of a frame: drop tracks gone too long, overlap of the rest with the
+        detections. What needs an embedding is decided from it before `finish`."""
         self.active = [t for t in self.active if frame_index - t.last_frame <= self.max_gap]
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         ious = iou_matrix(np.array([t.box for t in self.active]).reshape(-1, 4), boxes)
-        similarity = None
-        have = embeddings is not None and embeddings.shape[1] > 0
-        if have and self.active and all(t.embedding is not None for t in self.active):
-            track_vecs = np.stack([t.embedding for t in self.active])  # type: ignore[misc]
-            similarity = track_vecs @ embeddings.T  # type: ignore[union-attr]
-        pairs = associate(ious, similarity, self.min_iou, self.similarity_gate, self.min_similarity)
+        return PendingFrame(frame_index, boxes, ious, list(self.active))
+
+    def finish(
+        self,
+        pending: PendingFrame,
+        fixed: dict[int, int],
+        embeddings: Sequence[np.ndarray | None],
+        keep_above: float | None = None,
+    ) -> list[int]:
+        """Phase two: track id for each detection. `fixed` maps a detection to the track id
+        its overlap alone links it to; such a link stands unless the detection was embedded
+        and its similarity to the track is below `keep_above` (default the link gate): a
+        person replaced in place. The other detections are linked by overlap and, when
+        every one of them and of the tracks left has an embedding, similarity; a detection
+        left over starts a track."""
+        frame_index, boxes, tracks = pending.frame_index, pending.boxes, pending.tracks
+        gate = self.min_similarity if keep_above is None else keep_above
+        by_id = {t.track_id: r for r, t in enumerate(tracks)}
         ids = [-1] * len(boxes)
+        for c, tid in fixed.items():
+            track, vec = tracks[by_id[tid]], embeddings[c]
+            measured = vec is not None and track.embedding is not None
+            if measured and float(track.embedding @ vec) < gate:  # type: ignore[operator]
+                continue  # looks unlike: the open association below decides
+            self._extend(track, boxes[c], vec, frame_index)
+            ids[c] = tid
+        rows = [r for r, t in enumerate(tracks) if t.track_id not in ids]
+        cols = [c for c in range(len(boxes)) if ids[c] == -1]
+        ious = pending.ious[np.ix_(rows, cols)]
+        similarity = None
+        col_vecs = [embeddings[c] for c in cols]
+        row_vecs = [tracks[r].embedding for r in rows]
+        if cols and rows and all(v is not None for v in col_vecs + row_vecs):
+            similarity = np.stack(row_vecs) @ np.stack(col_vecs).T  # type: ignore[arg-type]
+        pairs = associate(ious, similarity, self.min_iou, self.similarity_gate, self.min_similarity)
         for r, c in pairs:
-            track = self.active[r]
-            track.box, track.last_frame = boxes[c], frame_index
-            if have:
-                vec = embeddings[c]  # type: ignore[index]
-                mixed = vec if track.embedding is None else 0.7 * track.embedding + 0.3 * vec
-                track.embedding = mixed / max(float(np.linalg.norm(mixed)), 1e-12)
-            ids[c] = track.track_id
-        for c in range(len(boxes)):
+            track = tracks[rows[r]]
+            self._extend(track, boxes[cols[c]], embeddings[cols[c]], frame_index)
+            ids[cols[c]] = track.track_id
+        for c in cols:
             if ids[c] == -1:
-                vec = embeddings[c] if have else None  # type: ignore[index]
-                self.active.append(TrackState(self.next_id, boxes[c], vec, frame_index))
+                self.active.append(TrackState(self.next_id, boxes[c], embeddings[c], frame_index))
                 ids[c] = self.next_id
                 self.next_id += 1
         return ids
+
+    @staticmethod
+    def _extend(track: TrackState, box: np.ndarray, vec: np.ndarray | None, frame: int) -> None:
+        """The track takes this face: its box, and a step of its appearance towards it."""
+        track.box, track.last_frame = box, frame
+        if vec is not None:
+            mixed = vec if track.embedding is None else 0.7 * track.embedding + 0.3 * vec
+            track.embedding = mixed / max(float(np.linalg.norm(mixed)), 1e-12)
+
+
+@dataclass
+class PendingFrame:
+    """A frame between the tracker's two phases: its boxes and their overlap with the
+    tracks that were active (rows of `ious`, in `tracks`' order)."""
+
+    frame_index: int
+    boxes: np.ndarray
+    ious: np.ndarray
+    tracks: list[TrackState]
+
+    @property
+    def gaps(self) -> list[int]:
+        """Frames since each track was last seen."""
+        return [self.frame_index - t.last_frame for t in self.tracks]
+
+    @property
+    def track_ids(self) -> list[int]:
+        return [t.track_id for t in self.tracks]

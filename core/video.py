@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from facefleet.core.errors import InputError, require_input_file
+from facefleet.core.frame_index import FrameIndex, index_video, open_video, seek_frames
 from facefleet.core.media import VideoInfo
 from facefleet.core.prefetch import Prefetcher
 
@@ -32,15 +33,7 @@ class VideoFrame:
 
 
 def _open(path: Path) -> av.container.InputContainer:
-    path = require_input_file(path)
-    try:
-        container = av.open(str(path), mode="r")
-    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-        raise InputError(f"not a readable video ({exc})", subject=path) from None
-    if not container.streams.video:
-        container.close()
-        raise InputError("no video stream", subject=path)
-    return container
+    return open_video(require_input_file(path))
 
 
 def _rotate(image: np.ndarray, rotation: int) -> np.ndarray:
@@ -55,13 +48,22 @@ def _rotate(image: np.ndarray, rotation: int) -> np.ndarray:
 
 
 def _decode(
-    path: Path, start: int = 0, end: int | None = None, offset: int = 0
+    path: Path,
+    start: int = 0,
+    end: int | None = None,
+    offset: int = 0,
+    index: FrameIndex | None = None,
 ) -> Iterator[tuple[int, float, av.VideoFrame]]:
     """(index, time_s, decoded frame) for `start` <= index < `end`; see `read_frames`."""
     container = _open(path)
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        if index is not None and index.seekable:
+            last = index.frame_count if end is None else end
+            for number, frame in seek_frames(container, index, start, last):
+                yield number, index.time_of(frame.pts), frame
+            return
         base = stream.time_base or Fraction(1, 1)
         origin = stream.start_time or 0
         fps = float(stream.average_rate or 0) or 25.0
@@ -89,19 +91,26 @@ def _to_bgr(frame: av.VideoFrame) -> np.ndarray:
 
 
 def read_frames(
-    path: Path, start: int = 0, end: int | None = None, offset: int = 0
+    path: Path,
+    start: int = 0,
+    end: int | None = None,
+    offset: int = 0,
+    index: FrameIndex | None = None,
 ) -> Iterator[VideoFrame]:
     """Frames `start` <= index < `end` in decode order. A corrupt tail ends the iteration
     (what decoded is kept) instead of raising; a file that decodes nothing raises.
 
     `offset` is the index of the file's first frame: a chunk cut from a longer video keeps
-    the frame numbers of its source."""
-    for index, time_s, frame in _decode(path, start, end, offset):
-        yield VideoFrame(index, time_s, _to_bgr(frame))
+    the frame numbers of its source. With a seekable `index` of `path`, decoding starts at
+    the keyframe before `start` instead of at the first frame (same frames, same times)."""
+    for number, time_s, frame in _decode(path, start, end, offset, index):
+        yield VideoFrame(number, time_s, _to_bgr(frame))
 
 
-def probe(path: Path) -> VideoInfo:
-    """Stream properties, with the frame count taken by decoding (containers lie)."""
+def probe(path: Path, index: FrameIndex | None = None) -> VideoInfo:
+    """Stream properties, with the frame count taken by decoding (containers lie), or from
+    a seekable `index` of `path` (whose checks hold it to what decoding gives), in which
+    case only the first frame is decoded."""
     container = _open(path)
     try:
         stream = container.streams.video[0]
@@ -116,6 +125,9 @@ def probe(path: Path) -> VideoInfo:
                 if size is None:
                     rotation = int(frame.rotation or 0)
                     size = (frame.width, frame.height)
+                    if index is not None and index.seekable:
+                        count, last_time = index.frame_count, index.time_of(index.pts[-1])
+                        break
                 count += 1
                 if frame.pts is not None:
                     last_time = float((frame.pts - origin) * base)
@@ -142,12 +154,26 @@ def probe(path: Path) -> VideoInfo:
     )
 
 
+def probe_indexed(path: Path) -> tuple[VideoInfo, FrameIndex]:
+    """The stream's properties and its frame index: one demux and a few decoded frames when
+    the index is seekable, a full decode to count the frames when it is not."""
+    index = index_video(path)
+    return probe(path, index), index
+
+
 def background_reader(
-    path: Path, start: int = 0, end: int | None = None, prefetch: int = 64, offset: int = 0
+    path: Path,
+    start: int = 0,
+    end: int | None = None,
+    prefetch: int = 64,
+    offset: int = 0,
+    index: FrameIndex | None = None,
 ) -> Prefetcher[VideoFrame]:
     """`read_frames` decoding in a thread, so the models always have the next batch waiting."""
     return Prefetcher(
-        lambda: read_frames(path, start, end, offset), depth=prefetch, name="facefleet-decode"
+        lambda: read_frames(path, start, end, offset, index),
+        depth=prefetch,
+        name="facefleet-decode",
     )
 
 

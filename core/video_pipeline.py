@@ -9,17 +9,26 @@ from __future__ import annotations
 import base64
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from facefleet.core.drawing import draw_faces
+from facefleet.core.embedding_budget import (
+    CutDetector,
+    EmbeddingBudget,
+    face_quality,
+    overlap_links,
+)
 from facefleet.core.errors import InputError
+from facefleet.core.frame_index import FrameIndex
 from facefleet.core.gallery import Gallery, accepts
 from facefleet.core.pipeline import FacePipeline
 from facefleet.core.schemas import (
+    FaceDetection,
     FaceResult,
     FrameResult,
     RawMatch,
@@ -29,7 +38,14 @@ from facefleet.core.schemas import (
     VideoResult,
 )
 from facefleet.core.tracking import FaceTracker, associate, iou_matrix
-from facefleet.core.video import H264Writer, VideoInfo, background_reader, mux, read_frames
+from facefleet.core.video import (
+    H264Writer,
+    VideoInfo,
+    background_reader,
+    mux,
+    probe_indexed,
+    read_frames,
+)
 
 MIN_TRACK_FACES = 3  # tracks seen fewer times are named only when clearly above threshold
 SHORT_TRACK_MARGIN = 0.05
@@ -57,6 +73,9 @@ class ChunkResult(BaseModel):
     end: int  # exclusive; the true end when the video is shorter than asked
     times: list[float]  # time_s of each frame in [start, end)
     faces: list[ChunkFace]
+    embedded: int = Field(
+        default=0, description="faces that went through the extractor (the embedding budget)"
+    )
 
 
 def _encode(vec: np.ndarray) -> str:
@@ -73,41 +92,42 @@ def analyze(
     max_gap: int = 15,
     on_frames: Callable[[int], None] | None = None,
     offset: int = 0,
+    index: FrameIndex | None = None,
 ) -> ChunkResult:
     """Detect, align, embed and track the faces of frames [start, end).
 
     With `every` = K only frames whose index is a multiple of K are analysed; faces on the
     frames between are interpolated along their track. `offset`: the index of the file's
-    first frame, when `video` is a chunk cut from a longer video.
+    first frame, when `video` is a chunk cut from a longer video; `index`: the source's
+    frame index, so decoding starts at the keyframe before `start`.
+
+    With the pipeline's embedding budget on, a track's faces are embedded only when
+    identity needs it (core.embedding_budget); the others keep `embedding` None.
     """
     gates = pipeline.tracking
     tracker = FaceTracker(
         max_gap=max_gap * every, similarity_gate=gates.appearance, min_similarity=gates.link
     )
+    budget = None
+    if pipeline.embedding_budget and pipeline.extractor is not None:
+        policy = EmbeddingBudget(step=every)
+        budget = FrameBudget(policy, CutDetector(policy.config.cut_distance))
     times: list[float] = []
     faces: list[ChunkFace] = []
-    reader = background_reader(video, start, end, offset=offset)
+    reader = background_reader(video, start, end, offset=offset, index=index)
     try:
         for batch in reader.batches(batch_size):
             times.extend(f.time_s for f in batch)
             keyframes = [f for f in batch if f.index % every == 0]
             if keyframes:
-                images = [f.image for f in keyframes]
-                detections = pipeline.detect(images)
-                vectors = pipeline.embed_faces(images, detections)
-                for frame, dets, vecs in zip(keyframes, detections, vectors, strict=True):
-                    boxes = np.array([d.box for d in dets]).reshape(-1, 4)
-                    ids = tracker.update(frame.index, boxes, vecs if vecs.shape[1] else None)
-                    for det, vec, tid in zip(dets, vecs, ids, strict=True):
-                        faces.append(
-                            ChunkFace(
-                                frame=frame.index,
-                                box=det.box,
-                                score=det.score,
-                                landmarks=[tuple(p) for p in det.landmarks],
-                                track=tid,
-                                embedding=_encode(vec) if vec.size else None,
-                            )
+                detections = pipeline.detect([f.image for f in keyframes])
+                if budget is None:
+                    frames = [(f.index, f.image) for f in keyframes]
+                    faces.extend(_track_all(frames, detections, pipeline, tracker))
+                else:
+                    for f, dets in zip(keyframes, detections, strict=True):
+                        faces.extend(
+                            _track_budgeted(f.index, f.image, dets, pipeline, tracker, budget)
                         )
             if on_frames:
                 on_frames(len(batch))
@@ -116,10 +136,83 @@ def analyze(
     if not times:
         raise InputError(f"no frames in range {start}..{end}", subject=video)
     real_end = start + len(times)
+    embedded = sum(f.embedding is not None for f in faces)
     if every > 1:
         faces = _fill_between_keyframes(faces, every, real_end)
     faces.sort(key=lambda f: (f.frame, f.track))
-    return ChunkResult(start=start, end=real_end, times=times, faces=faces)
+    return ChunkResult(start=start, end=real_end, times=times, faces=faces, embedded=embedded)
+
+
+@dataclass
+class FrameBudget:
+    """A chunk's embedding policy and the cut detector that feeds it."""
+
+    policy: EmbeddingBudget
+    cuts: CutDetector
+
+
+def _track_all(
+    frames: Sequence[tuple[int, np.ndarray]],
+    detections: Sequence[Sequence[FaceDetection]],
+    pipeline: FacePipeline,
+    tracker: FaceTracker,
+) -> list[ChunkFace]:
+    """Budget off: every face of the batch embedded in one forward, then tracked."""
+    vectors = pipeline.embed_faces([image for _, image in frames], detections)
+    out = []
+    for (index, _), dets, vecs in zip(frames, detections, vectors, strict=True):
+        boxes = np.array([d.box for d in dets]).reshape(-1, 4)
+        ids = tracker.update(index, boxes, vecs if vecs.shape[1] else None)
+        for det, vec, tid in zip(dets, vecs, ids, strict=True):
+            out.append(_chunk_face(index, det, tid, vec if vec.size else None))
+    return out
+
+
+def _track_budgeted(
+    index: int,
+    image: np.ndarray,
+    dets: Sequence[FaceDetection],
+    pipeline: FacePipeline,
+    tracker: FaceTracker,
+    budget: FrameBudget,
+) -> list[ChunkFace]:
+    """Budget on, one frame: link by overlap, embed only the faces the policy asks for
+    (one forward per frame, since what the next frame needs depends on this one's tracks),
+    then finish the association with their similarity."""
+    boxes = np.array([d.box for d in dets]).reshape(-1, 4)
+    cut = budget.cuts.is_cut(image)
+    pending = tracker.prepare(index, boxes)
+    policy = budget.policy
+    links = overlap_links(
+        pending.ious, pending.track_ids, pending.gaps, policy.step, policy.config, cut
+    )
+    qualities = [face_quality(d) for d in dets]
+    decisions = policy.decide(links, qualities)
+    need = [i for i, d in enumerate(decisions) if d.embed]
+    vectors: list[np.ndarray | None] = [None] * len(dets)
+    if need:
+        measured = pipeline.embed_faces([image], [[dets[i] for i in need]])[0]
+        for i, vec in zip(need, measured, strict=True):
+            vectors[i] = vec
+    fixed = {i: d.track for i, d in enumerate(decisions) if d.track is not None}
+    ids = tracker.finish(
+        pending, fixed, vectors, tracker.min_similarity - policy.config.verify_slack
+    )
+    policy.record(ids, decisions, qualities)
+    return [
+        _chunk_face(index, det, tid, vec) for det, tid, vec in zip(dets, ids, vectors, strict=True)
+    ]
+
+
+def _chunk_face(frame: int, det: FaceDetection, track: int, vec: np.ndarray | None) -> ChunkFace:
+    return ChunkFace(
+        frame=frame,
+        box=det.box,
+        score=det.score,
+        landmarks=[tuple(p) for p in det.landmarks],  # type: ignore[misc]
+        track=track,
+        embedding=None if vec is None else _encode(vec),
+    )
 
 
 def _fill_between_keyframes(faces: list[ChunkFace], every: int, end: int) -> list[ChunkFace]:
@@ -339,7 +432,9 @@ def _name_track(
 def _raw_matches(
     faces: list[ChunkFace], gallery: Gallery | None, metric: str, threshold: float | None
 ) -> list[RawMatch | None]:
-    vectors = [f.vector() for f in faces]
+    """What the gallery says about each detected face alone; a face the embedding budget
+    did not embed takes its track's carried embedding, so every detected face has one."""
+    vectors = _carried_vectors(faces)
     out: list[RawMatch | None] = [None] * len(faces)
     have = [i for i, v in enumerate(vectors) if v is not None]
     if gallery is None or len(gallery) == 0 or not have:
@@ -350,13 +445,37 @@ def _raw_matches(
     return out
 
 
+def _carried_vectors(faces: list[ChunkFace]) -> list[np.ndarray | None]:
+    """Per face of one track its embedding; a detected face without one takes the latest
+    measured before it (the first measured, before any), as the tracker carried it.
+    Interpolated faces were never detected and keep none."""
+    vectors = [f.vector() for f in faces]
+    order = sorted(range(len(faces)), key=lambda i: faces[i].frame)
+    measured = [i for i in order if vectors[i] is not None]
+    if not measured:
+        return vectors
+    latest = vectors[measured[0]]
+    out: list[np.ndarray | None] = [None] * len(faces)
+    for i in order:
+        if vectors[i] is not None:
+            latest = vectors[i]
+        out[i] = None if faces[i].interpolated else latest
+    return out
+
+
 def render(
-    video: Path, result: VideoResult, start: int, end: int, part: Path, offset: int = 0
+    video: Path,
+    result: VideoResult,
+    start: int,
+    end: int,
+    part: Path,
+    offset: int = 0,
+    index: FrameIndex | None = None,
 ) -> Path:
     """Draw the final names on frames [start, end) and encode them as one H.264 part."""
     faces = {f.index: f.faces for f in result.frames}
     with H264Writer(part, result.width, result.height, result.fps) as writer:
-        for frame in read_frames(video, start, end, offset):
+        for frame in read_frames(video, start, end, offset, index):
             drawn = [
                 FaceResult(
                     box=f.box,
@@ -392,16 +511,17 @@ def run_video(
     batch_size: int = 16,
     on_frames: Callable[[str, int], None] | None = None,
     info: VideoInfo | None = None,
+    index: FrameIndex | None = None,
 ) -> VideoResult:
-    """The whole video in-process: the same analyze/merge/render/finalize as the cluster.
+    """The whole video in-process: the same analyze/merge/render/finalize as the cluster,
+    each range read from the source through its frame index (`probe_indexed`).
 
     `on_frames(stage, n)` reports progress for the "analyze" and "render" stages.
     """
     import tempfile
 
-    from facefleet.core.video import probe
-
-    info = info or probe(video)
+    if info is None or index is None:
+        info, index = probe_indexed(video)
     ranges = frame_ranges(info.frame_count, chunk_frames)
     chunks = [
         analyze(
@@ -412,6 +532,7 @@ def run_video(
             every,
             batch_size,
             on_frames=(lambda n: on_frames("analyze", n)) if on_frames else None,
+            index=index,
         )
         for s, e in ranges
     ]
@@ -420,7 +541,7 @@ def run_video(
     with tempfile.TemporaryDirectory(dir=out_video.parent, prefix=".facefleet-") as tmp:
         parts = []
         for k, (s, e) in enumerate(ranges):
-            part = render(video, result, s, e, Path(tmp) / f"part-{k:05d}.mp4")
+            part = render(video, result, s, e, Path(tmp) / f"part-{k:05d}.mp4", index=index)
             if on_frames:
                 on_frames("render", e - s)
             parts.append(part)

@@ -50,6 +50,7 @@ PIPELINE_SETTINGS = (
     "model",
     "metric",
     "threshold",
+    "embedding_budget",
     "device",
 )
 

@@ -133,10 +133,10 @@ def _process_video(
     """One video: OUT/<name>.mp4 (annotated, with the source audio) and OUT/<name>.json."""
     import time
 
-    from facefleet.core.video import probe
+    from facefleet.core.video import probe_indexed
     from facefleet.core.video_pipeline import run_video
 
-    info = probe(path)
+    info, index = probe_indexed(path)
     info = info.model_copy(update={"source": display_path(path)})
     task = progress.add_task(
         f"  {display_path(path.name)[:30]}", total=2 * info.frame_count, rate=""
@@ -157,6 +157,7 @@ def _process_video(
         chunk_frames=options.chunk_frames,
         on_frames=advance,
         info=info,
+        index=index,
     )
     _write_json(target.with_name(target.name + ".json"), result.model_dump_json(indent=1))
     progress.remove_task(task)

@@ -14,6 +14,7 @@ from facefleet.jobs.storage import ObjectStore, open_store
 
 if TYPE_CHECKING:
     from facefleet.jobs.registry import ModelRegistry
+    from facefleet.jobs.source_cache import SourceCache
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Runtime:
     settings: Settings
     store: ObjectStore
     _registry: ModelRegistry | None = field(default=None, repr=False)
+    _sources: SourceCache | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def redis(self) -> Any:
@@ -37,6 +39,20 @@ class Runtime:
 
                 self._registry = ModelRegistry(self.settings, self.store)
             return self._registry
+
+    @property
+    def sources(self) -> SourceCache:
+        """Job inputs on this machine's disk (videos read by frame range)."""
+        with self._lock:
+            if self._sources is None:
+                from facefleet.jobs.source_cache import SourceCache
+
+                self._sources = SourceCache(
+                    self.store,
+                    self.settings.source_cache_dir,
+                    int(self.settings.source_cache_gb * 1024**3),
+                )
+            return self._sources
 
 
 _runtime: Runtime | None = None

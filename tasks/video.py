@@ -2,13 +2,16 @@
 
 plan_video → group(analyze_chunk) → merge_video → group(render_chunk) → finalize_video
 
-Chunks are stored as separate objects: each range of frames re-encoded losslessly with
-its frame numbers and times beside it (`core.video.cut_lossless`: the decoded YUV planes
-at qp 0, or the BGR pixels for rotated or unusual sources). Decoding a chunk gives exactly
-the pixels an in-process run decodes, so cluster and in-process results agree; and a
-worker never depends on the source's keyframe layout, a container that lies about its
-frame count, or rotation metadata. The price is size (about 15× a typical H.264 source at
-360p); chunks are deleted when the job ends.
+The plan step demuxes the source once into a frame index (`core.frame_index`: each frame's
+presentation time and the keyframes, no decoding) and stores that small index; each analyse
+and render task reads the source itself (one download per worker machine,
+`jobs.source_cache`), seeks to the keyframe before its range and numbers the frames it
+decodes from the index. The frames and times are those of an in-process run, which reads
+the same way, and nothing but the index is written before analysis starts.
+
+A source whose seeking cannot be trusted (packets without times, a head or tail that
+decodes other frames than the container lists) is cut instead into lossless chunks
+(`core.video.cut_lossless`, about 15× the source at 360p) and the plan says why.
 
 Every task writes deterministic keys and returns early when its output exists or the job
 has ended, so a redelivered or duplicated task is harmless.
@@ -20,21 +23,27 @@ import logging
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from facefleet.core.errors import InputError
+from facefleet.jobs.job_store import JobStore
 from facefleet.jobs.records import ChunkMeta, ChunkPlan, JobPlan
 from facefleet.jobs.storage import ObjectNotFound
 from facefleet.tasks.app import app
 from facefleet.tasks.common import JobTask, fan_out
-from facefleet.tasks.runtime import get_runtime
+from facefleet.tasks.runtime import Runtime, get_runtime
+
+if TYPE_CHECKING:
+    from facefleet.core.frame_index import FrameIndex
+    from facefleet.core.schemas import VideoResult
 
 log = logging.getLogger("facefleet.tasks.video")
 
 
 @app.task(base=JobTask, bind=True, name="facefleet.plan_video")
 def plan_video(self: JobTask, job_id: str) -> None:
-    """Probe the input, cut it into lossless chunks, then start the analysis chord."""
-    from facefleet.core.video import cut_lossless, probe
+    """Index the input's frames (or cut lossless chunks), then start the analysis chord."""
+    from facefleet.core.video import probe_indexed
     from facefleet.core.video_pipeline import frame_ranges
 
     rt = get_runtime()
@@ -44,24 +53,60 @@ def plan_video(self: JobTask, job_id: str) -> None:
     spec = job.spec()
     (source,) = spec.inputs
     keys = job.keys
-    with tempfile.TemporaryDirectory(prefix="facefleet-plan-") as tmp:
-        local = Path(tmp) / ("input" + Path(source.key).suffix)
-        rt.store.get_file(source.key, local)
-        try:
-            info = probe(local)
-        except InputError as exc:
-            job.fail(str(exc.about(source.source)))
-            return
-        if info.frame_count > rt.settings.max_job_frames:
-            job.fail(
-                f"{source.source}: {info.frame_count} frames is more than this deployment "
-                f"accepts (FACEFLEET_MAX_JOB_FRAMES={rt.settings.max_job_frames})"
-            )
-            return
-        ranges = frame_ranges(
-            info.frame_count, spec.options.chunk_frames or rt.settings.chunk_frames
+    local = rt.sources.path(source.key)  # kept: this machine's analyse tasks read it too
+    try:
+        info, index = probe_indexed(local)
+    except InputError as exc:
+        job.fail(str(exc.about(source.source)))
+        return
+    if info.frame_count > rt.settings.max_job_frames:
+        job.fail(
+            f"{source.source}: {info.frame_count} frames is more than this deployment "
+            f"accepts (FACEFLEET_MAX_JOB_FRAMES={rt.settings.max_job_frames})"
         )
-        chunks = []
+        return
+    ranges = frame_ranges(info.frame_count, spec.options.chunk_frames or rt.settings.chunk_frames)
+    if index.seekable:
+        rt.store.put_model(keys.frame_index, index)
+        chunks = [ChunkPlan(index=k, start=s, end=e) for k, (s, e) in enumerate(ranges)]
+    else:
+        log.warning("job %s: %s: lossless chunks (%s)", job_id, source.source, index.reason)
+        chunks = _cut_lossless_chunks(rt, job, local, ranges)
+    video = info.model_copy(update={"source": source.source, "frame_count": chunks[-1].end})
+    # Short videos render in the last step, in one pass: parts would double what the job
+    # writes to the object store, for a step that takes a fraction of the analysis.
+    render_parts = not index.seekable or video.frame_count > rt.settings.render_parts_above_frames
+    plan = JobPlan(
+        job_id=job_id,
+        model_id=rt.registry.current_model_id(spec.options.extractor),
+        chunks=chunks,
+        video=video,
+        reading="source" if index.seekable else "lossless-chunks",
+        reading_reason=index.reason,
+        render_parts=render_parts,
+    )
+    rt.store.put_model(keys.plan, plan)
+    job.set_status("running", stage="analyze", chunks=len(chunks), render_parts=render_parts)
+    log.info(
+        "job %s: %d frames in %d chunks, read from %s",
+        job_id,
+        video.frame_count,
+        len(chunks),
+        plan.reading,
+    )
+    if job.stopped():
+        return
+    fan_out(job_id, analyze_chunk, chunks, merge_video)
+
+
+def _cut_lossless_chunks(
+    rt: Runtime, job: JobStore, local: Path, ranges: list[tuple[int, int]]
+) -> list[ChunkPlan]:
+    from facefleet.core.video import cut_lossless
+
+    keys = job.keys
+    chunks = []
+    with tempfile.TemporaryDirectory(prefix="facefleet-plan-") as tmp:
         cuts = cut_lossless(
             local,
             ranges,
@@ -77,19 +122,23 @@ def plan_video(self: JobTask, job_id: str) -> None:
             meta = ChunkMeta(start=cut.start, end=cut.end, times=cut.times)
             rt.store.put_model(keys.chunk_meta(cut.index), meta)
             cut.path.unlink()
-    video = info.model_copy(update={"source": source.source, "frame_count": chunks[-1].end})
-    plan = JobPlan(
-        job_id=job_id,
-        model_id=rt.registry.current_model_id(spec.options.extractor),
-        chunks=chunks,
-        video=video,
-    )
-    rt.store.put_model(keys.plan, plan)
-    job.set_status("running", stage="analyze", chunks=len(chunks))
-    log.info("job %s: %d frames in %d chunks", job_id, video.frame_count, len(chunks))
-    if job.stopped():
-        return
-    fan_out(job_id, analyze_chunk, chunks, merge_video)
+    return chunks
+
+
+def _chunk_frames(
+    rt: Runtime, job: JobStore, plan: JobPlan, k: int, tmp: Path
+) -> tuple[Path, int, FrameIndex | None]:
+    """What to decode chunk k from: (file, index of its first frame, frame index). The
+    source and its index, or the chunk's lossless file, whose first frame is the chunk's."""
+    from facefleet.core.frame_index import FrameIndex
+
+    keys = job.keys
+    if plan.reading == "source":
+        (source,) = job.spec().inputs
+        index = rt.store.get_model(keys.frame_index, FrameIndex)
+        return rt.sources.path(source.key), 0, index
+    local = rt.store.get_file(keys.chunk_video(k), tmp / "frames.mkv")
+    return local, plan.chunks[k].start, None
 
 
 @app.task(base=JobTask, bind=True, name="facefleet.analyze_chunk")
@@ -104,16 +153,23 @@ def analyze_chunk(self: JobTask, job_id: str, k: int) -> None:
     keys = job.keys
     plan, spec = self.plan_of(job), job.spec()
     chunk = plan.chunks[k]
-    meta = rt.store.get_model(keys.chunk_meta(k), ChunkMeta)
     pipeline = rt.registry.pipeline(plan.model_id, None, spec.options)
     with tempfile.TemporaryDirectory(prefix="facefleet-chunk-") as tmp:
-        local = rt.store.get_file(keys.chunk_video(k), Path(tmp) / "frames.mkv")
+        local, offset, index = _chunk_frames(rt, job, plan, k, Path(tmp))
         started = time.perf_counter()
         result = analyze(
-            local, chunk.start, chunk.end, pipeline, every=spec.options.every, offset=chunk.start
+            local,
+            chunk.start,
+            chunk.end,
+            pipeline,
+            every=spec.options.every,
+            offset=offset,
+            index=index,
         )
     seconds = time.perf_counter() - started
-    result = result.model_copy(update={"times": meta.times})
+    if index is None:
+        meta = rt.store.get_model(keys.chunk_meta(k), ChunkMeta)
+        result = result.model_copy(update={"times": meta.times})
     rt.store.put_model(keys.chunk_result(k), result)
     job.keep_if_running(keys.chunk_result(k))
     log.info(
@@ -148,7 +204,10 @@ def merge_video(self: JobTask, job_id: str) -> None:
         result = merge(chunks, plan.video, pipeline)
         rt.store.put_model(keys.result, result)
     job.set_status("running", stage="render")
-    fan_out(job_id, render_chunk, plan.chunks, finalize_video)
+    if plan.render_parts:
+        fan_out(job_id, render_chunk, plan.chunks, finalize_video)
+    else:
+        finalize_video.si(job_id).apply_async()
 
 
 @app.task(base=JobTask, bind=True, name="facefleet.render_chunk")
@@ -162,20 +221,22 @@ def render_chunk(self: JobTask, job_id: str, k: int) -> None:
     if job is None:
         return
     keys = job.keys
-    chunk = self.plan_of(job).chunks[k]
+    plan = self.plan_of(job)
+    if not plan.render_parts:
+        return  # a stray delivery: this job renders in its last step
+    chunk = plan.chunks[k]
     result = rt.store.get_model(keys.result, VideoResult)
     with tempfile.TemporaryDirectory(prefix="facefleet-render-") as tmp:
-        local = rt.store.get_file(keys.chunk_video(k), Path(tmp) / "frames.mkv")
-        part = render(
-            local, result, chunk.start, chunk.end, Path(tmp) / "part.mp4", offset=chunk.start
-        )
+        local, offset, index = _chunk_frames(rt, job, plan, k, Path(tmp))
+        part = render(local, result, chunk.start, chunk.end, Path(tmp) / "part.mp4", offset, index)
         rt.store.put_file(keys.part(k), part, "video/mp4")
     job.keep_if_running(keys.part(k))
 
 
 @app.task(base=JobTask, bind=True, name="facefleet.finalize_video")
 def finalize_video(self: JobTask, job_id: str) -> None:
-    """Join the parts with the source audio into output/<name>.mp4 + .json; mark done."""
+    """Join the parts (or render the whole video, when it was not rendered in parts) with
+    the source audio into output/<name>.mp4 + .json; mark done."""
     from facefleet.core.schemas import VideoResult
     from facefleet.core.video_pipeline import finalize
 
@@ -187,27 +248,15 @@ def finalize_video(self: JobTask, job_id: str) -> None:
     plan, spec = self.plan_of(job), job.spec()
     (source,) = spec.inputs
     result = rt.store.get_model(keys.result, VideoResult)
-    job.finishing()
     video_key, json_key = keys.output(f"{source.name}.mp4"), keys.output(f"{source.name}.json")
     # The JSON is written after the video: when it exists, an earlier copy of this step
     # wrote both and may already have removed the parts.
     if not rt.store.exists(json_key):
         with tempfile.TemporaryDirectory(prefix="facefleet-final-") as tmp:
-            parts = []
-            for chunk in plan.chunks:
-                try:
-                    parts.append(
-                        rt.store.get_file(
-                            keys.part(chunk.index), Path(tmp) / f"{chunk.index:05d}.mp4"
-                        )
-                    )
-                except ObjectNotFound:
-                    raise InputError(f"rendered part {chunk.index} is missing") from None
+            parts = _rendered(rt, job, plan, result, Path(tmp))
             audio = None
             if plan.video is not None and plan.video.has_audio:
-                audio = rt.store.get_file(
-                    source.key, Path(tmp) / ("input" + Path(source.key).suffix)
-                )
+                audio = rt.sources.path(source.key)
             out = finalize(parts, Path(tmp) / "out.mp4", audio)
             rt.store.put_file(video_key, out, "video/mp4")
             rt.store.put_bytes(
@@ -216,6 +265,7 @@ def finalize_video(self: JobTask, job_id: str) -> None:
     named = sorted({t.identity for t in result.tracks if t.identity})
     # Outputs first, then the intermediates go, status last: a job marked done has all of
     # its output and nothing else.
+    job.finishing()
     job.cleanup()
     final = job.set_status(
         "done",
@@ -226,3 +276,25 @@ def finalize_video(self: JobTask, job_id: str) -> None:
     )
     # Cancelled while the outputs were written: they must not stay behind.
     job.cleanup(outputs=final.state != "done")
+
+
+def _rendered(
+    rt: Runtime, job: JobStore, plan: JobPlan, result: VideoResult, tmp: Path
+) -> list[Path]:
+    """The video's rendered parts: downloaded, or (not rendered in parts) drawn now in one
+    pass over the source."""
+    from facefleet.core.video_pipeline import render
+
+    if not plan.render_parts:
+        local, offset, index = _chunk_frames(rt, job, plan, 0, tmp)
+        end = plan.chunks[-1].end
+        return [render(local, result, 0, end, tmp / "video.mp4", offset, index)]
+    parts = []
+    for chunk in plan.chunks:
+        try:
+            parts.append(
+                rt.store.get_file(job.keys.part(chunk.index), tmp / f"{chunk.index:05d}.mp4")
+            )
+        except ObjectNotFound:
+            raise InputError(f"rendered part {chunk.index} is missing") from None
+    return parts

@@ -105,6 +105,8 @@ class ExtractorConfig:
     batch_size: int = 32
     runtime: ExtractorRuntime = "auto"
     threads: int | None = None
+    # Where ONNX exports are kept, so that later processes skip torch (None: not kept).
+    onnx_cache: Path | None = None
 
 
 def embed_in_batches(

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from facefleet.core.alignment import CropGeometry
-from facefleet.core.device import onnx_session_of
+from facefleet.core.device import cached_onnx_session, onnx_export
 from facefleet.core.errors import ModelError
 from facefleet.core.extractors.base import (
     CardBacked,
@@ -50,6 +50,10 @@ DLIB_150 = CropGeometry(
     ),
 )
 
+# Names the graph a cached export holds (its input: RGB pixels 0..255, normalization inside):
+# change it when the export changes, so no process loads a stale file.
+ONNX_EXPORT = "rgb255-v1"
+
 
 def default_weights() -> Path:
     """dlib's weights inside the installed face-recognition-models package (found, not
@@ -66,6 +70,8 @@ def default_weights() -> Path:
 
 def weights_id(path: Path) -> str:
     """The extractor id: a content hash of the weights file."""
+    if not path.is_file():
+        raise ModelError("dlib face recognition model file not found", subject=path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return f"dlib-resnet-{digest[:12]}"
 
@@ -75,14 +81,11 @@ class DlibResNetExtractor(CardBacked):
     of 1.3-1.7 and are compared by raw distance; facefleet compares unit vectors)."""
 
     def __init__(self, config: ExtractorConfig) -> None:
-        from facefleet.core.extractors.dlib_net import load_dlib_resnet
-
-        path = Path(config.weights) if config.weights else default_weights()
-        self.model = load_dlib_resnet(path)
+        self.weights = Path(config.weights) if config.weights else default_weights()
         self.device = config.device
         self.batch_size = config.batch_size
-        self.means = np.asarray(self.model.input_means.tolist(), dtype=np.float32)
-        model_id = weights_id(path)
+        self._net: Any = None
+        model_id = weights_id(self.weights)
         calibration = shipped_calibration(model_id)
         self.card = ExtractorCard(
             backend="dlib-resnet",
@@ -95,32 +98,44 @@ class DlibResNetExtractor(CardBacked):
             tracking=calibration.tracking if calibration and calibration.tracking else _DLIB_GATES,
             lfw_disjoint=True,  # dlib's author: LFW identities were kept out of training
             licence="CC0 (weights by Davis King; face-recognition-models wheel: MIT)",
-            source=str(path),
+            source=str(self.weights),
         )
         self._session: Any = None
         self._use_torch = config.runtime == "torch" or config.device.startswith("cuda")
         if config.runtime == "onnx" and config.device != "cpu":
             raise ModelError("the onnx extractor runtime runs on the CPU; use torch on CUDA")
         if self._use_torch:
-            self.model = self.model.to(config.device)
+            self._net = self.model.to(config.device)
         else:
-            self._session = onnx_session_of(self.model, DLIB_150.size, config.threads)
+            # The export takes the normalization in, so a process that finds it cached
+            # needs neither torch nor the network's means.
+            cached = (
+                config.onnx_cache / f"{model_id}.{ONNX_EXPORT}.onnx" if config.onnx_cache else None
+            )
+            self._session = cached_onnx_session(
+                cached, lambda: onnx_export(_normalized(self.model), DLIB_150.size), config.threads
+            )
+
+    @property
+    def model(self) -> Any:
+        """dlib's network in torch (loaded from the weights file when first asked for)."""
+        if self._net is None:
+            from facefleet.core.extractors.dlib_net import load_dlib_resnet
+
+            self._net = load_dlib_resnet(self.weights)
+        return self._net
 
     @property
     def runtime(self) -> str:
         return "torch" if self._use_torch else "onnx"
 
-    def _inputs(self, crops: np.ndarray) -> np.ndarray:
-        rgb = np.asarray(crops)[..., ::-1].astype(np.float32)
-        return np.ascontiguousarray(((rgb - self.means) / 256.0).transpose(0, 3, 1, 2))
-
     def embed(self, crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """(N, 128) unit rows from BGR DLIB_150 chips."""
-        return embed_in_batches(
-            crops, self.batch_size, self.dim, lambda batch: self._forward(self._inputs(batch))
-        )
+        return embed_in_batches(crops, self.batch_size, self.dim, self._forward)
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, crops: np.ndarray) -> np.ndarray:
+        rgb = np.ascontiguousarray(np.asarray(crops)[..., ::-1].transpose(0, 3, 1, 2))
+        x = rgb.astype(np.float32)
         if self._session is not None:
             (y,) = self._session.run(None, {"input": x})
             return y
@@ -131,8 +146,27 @@ class DlibResNetExtractor(CardBacked):
             with torch.autocast(
                 device_type="cuda", dtype=torch.float16, enabled=self.device.startswith("cuda")
             ):
-                y = self.model(tensor)
+                y = self.model(_normalize(tensor, self.model))
             return y.float().cpu().numpy()
+
+
+def _normalized(net: Any) -> Any:
+    """`net` taking RGB pixels 0..255: dlib's input normalization as part of the graph."""
+    import torch
+
+    class Normalized(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(_normalize(x, self.net))
+
+    return Normalized()
+
+
+def _normalize(x: Any, net: Any) -> Any:
+    return (x - net.input_means.view(1, 3, 1, 1)) / 256.0
 
 
 # Until calibrated: dlib's impostor pairs on LFW DevTest at the 99.9th and 99.99th percentile.

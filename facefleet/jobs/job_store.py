@@ -115,7 +115,8 @@ class JobStore:
             return JobProgress(stage="done", done=1, total=1)
         if not status.chunks:
             return JobProgress(stage=status.stage, done=0, total=0)
-        total = status.chunks if status.kind == "images" else 2 * status.chunks
+        renders = status.chunks if status.render_parts else 1
+        total = status.chunks if status.kind == "images" else status.chunks + renders
         if status.stage == FINISHING:
             # The chunks and parts are going: counting them now would run backwards.
             return JobProgress(stage=status.stage, done=total, total=total)

@@ -56,6 +56,11 @@ class JobOptions(BaseModel):
         "FACEFLEET_EXTRACTOR); pinned by id when the job is planned",
     )
     metric: Metric | None = Field(default=None, description="matching metric (default cosine)")
+    embedding_budget: bool | None = Field(
+        default=None,
+        description="videos: embed a track's faces only when its identity needs it (default: "
+        "the deployment's, FACEFLEET_EMBEDDING_BUDGET, on)",
+    )
     threshold: float | None = Field(
         default=None, description="match threshold (default: the model's calibrated one)"
     )
@@ -89,6 +94,18 @@ class JobPlan(BaseModel):
     model_id: str | None = Field(description="Extractor pinned for every chunk of the job")
     chunks: list[ChunkPlan]
     video: VideoInfo | None = Field(default=None, description="Video jobs: the input as probed")
+    reading: Literal["source", "lossless-chunks"] = Field(
+        default="source",
+        description="Video jobs: workers seek to their range in the source through its frame "
+        "index, or (a source whose seeking is not exact) read lossless chunks cut at plan time",
+    )
+    reading_reason: str | None = Field(
+        default=None, description="Why this source is read from lossless chunks"
+    )
+    render_parts: bool = Field(
+        default=True,
+        description="Video jobs: rendered in parallel parts, or in one pass by the last step",
+    )
 
 
 class ChunkMeta(BaseModel):
@@ -128,6 +145,9 @@ class JobStatus(BaseModel):
     stage: str = "queued"
     message: str | None = None
     chunks: int = 0
+    render_parts: bool = Field(
+        default=True, description="Video jobs: one render step per chunk (else one in all)"
+    )
     outputs: list[str] = Field(default_factory=list, description="Output object keys")
     errors: list[str] = Field(default_factory=list, description="Inputs that failed (image jobs)")
     summary: dict[str, list[str]] = Field(
@@ -173,6 +193,10 @@ class JobKeys:
 
     def chunks(self) -> str:
         return f"{self.root}/chunks/"
+
+    @property
+    def frame_index(self) -> str:
+        return f"{self.root}/chunks/frames.json"
 
     def chunk_video(self, k: int) -> str:
         return f"{self.root}/chunks/{k:05d}/frames.mkv"

@@ -194,6 +194,7 @@ class ModelRegistry:
             self.gallery(gallery, extractor),
             options.metric,
             options.threshold,
+            options.embedding_budget,
         )
 
     def warm_up(self) -> float:

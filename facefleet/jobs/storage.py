@@ -72,6 +72,10 @@ class ObjectStore(ABC):
     @abstractmethod
     def get_file(self, key: str, path: Path) -> Path: ...
 
+    def local_path(self, key: str) -> Path | None:
+        """Where `key` already lies on this machine's disk, if it does (a folder store)."""
+        return None
+
     @abstractmethod
     def exists(self, key: str) -> bool: ...
 
@@ -131,6 +135,12 @@ class LocalStore(ObjectStore):
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
+
+    def local_path(self, key: str) -> Path | None:
+        path = self._path(key)
+        if not path.is_file():
+            raise ObjectNotFound(f"no object {key!r} in {self.location}")
+        return path
 
     def _write(self, key: str, write: bytes | Path) -> None:
         target = self._path(key)

@@ -18,6 +18,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         # Scheduled retraining (fired by the beat test) kept short: 2 epochs on 40 people.
         "FACEFLEET_RETRAIN_EPOCHS": "2",
         "FACEFLEET_RETRAIN_MAX_PEOPLE": "40",
+        # The dev videos render in parallel parts here, as long videos do (the fault suite
+        # runs them with the default: one pass in the last step).
+        "FACEFLEET_RENDER_PARTS_ABOVE_FRAMES": "100",
     }
     with running_cluster(tmp_path_factory.mktemp("cluster"), env) as cluster:
         yield cluster

@@ -13,6 +13,7 @@ from facefleet.client import Client
 from facefleet.core.names import METRICS
 from facefleet.jobs.galleries import gallery_pointer
 from facefleet.jobs.gallery_store import load_gallery
+from facefleet.jobs.records import JobKeys, JobPlan
 from facefleet.training.records import TrainProgress
 from tests.cluster import Cluster, http_status
 
@@ -66,6 +67,10 @@ def test_video_job_matches_the_in_process_run(
     local_result = json.loads(local.model_dump_json())
     assert cluster_result["tracks"] == local_result["tracks"]
     assert cluster_result["frames"] == local_result["frames"]
+    # Workers read their ranges from the source: nothing was cut into chunk files.
+    plan = client.store.get_model(JobKeys(job.id).plan, JobPlan)
+    assert plan.reading == "source", plan.reading_reason
+    assert "chunks, read from source" in cluster.log("w1") + cluster.log("w2")
     # Chunks and parts are deleted; the outputs stay.
     assert not client.store.list(f"jobs/{job.id}/chunks/")
     assert not client.store.list(f"jobs/{job.id}/parts/")
