@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator
 from fractions import Fraction
+from itertools import pairwise
 from pathlib import Path
 
 import av
@@ -33,6 +34,11 @@ class FrameIndex(BaseModel):
     keyframes: list[int] = Field(description="presentation times of the keyframes, sorted")
     time_base: tuple[int, int] = Field(description="numerator, denominator of a pts unit")
     origin: int = Field(description="the stream's start time: frame times count from it")
+    open_gop: bool = Field(
+        default=True,
+        description="some frame after a keyframe (in decode order) is shown before it, so "
+        "it may reference the previous GOP",
+    )
     seekable: bool
     reason: str | None = Field(default=None, description="why seeking is not exact, if not")
 
@@ -49,10 +55,20 @@ class FrameIndex(BaseModel):
 
     def seek_target(self, frame: int) -> int:
         """Where to start decoding so `frame` and everything after it decode exactly: the
-        keyframe before the last one at or before it. One keyframe further back, because
-        after an open-GOP keyframe the frames shown before it reference the previous GOP."""
+        last keyframe at or before it; with open GOPs the one before that, because after an
+        open-GOP keyframe the frames shown before it reference the previous GOP."""
         at = bisect.bisect_right(self.keyframes, self.pts[frame]) - 1
-        return self.keyframes[max(at - 1, 0)]
+        return self.keyframes[max(at - (1 if self.open_gop else 0), 0)]
+
+    def keyframe_numbers(self) -> list[int]:
+        """Frame numbers where decoding can start (a keyframe hidden by an edit list counts
+        as the first frame shown after it)."""
+        return sorted({bisect.bisect_left(self.pts, k) for k in self.keyframes} - {len(self.pts)})
+
+    def longest_gop(self) -> int:
+        """The most frames a range may have to decode before its first one."""
+        starts = [*self.keyframe_numbers(), self.frame_count]
+        return max((b - a for a, b in pairwise(starts)), default=0)
 
     def positions(self) -> dict[int, int]:
         return {p: i for i, p in enumerate(self.pts)}
@@ -98,6 +114,7 @@ def index_video(path: Path) -> FrameIndex:
     pts: list[int] = []
     keyframes: list[int] = []
     untimed = 0
+    open_gop = False
     try:
         stream = container.streams.video[0]
         base = stream.time_base or Fraction(1, 1)
@@ -111,6 +128,8 @@ def index_video(path: Path) -> FrameIndex:
                     continue
                 if packet.is_keyframe:
                     keyframes.append(packet.pts)
+                elif keyframes and packet.pts < keyframes[-1]:
+                    open_gop = True  # a leading picture of the last keyframe's GOP
                 if not packet.is_discard:
                     pts.append(packet.pts)
         except av.error.FFmpegError:
@@ -124,6 +143,7 @@ def index_video(path: Path) -> FrameIndex:
         keyframes=keyframes,
         time_base=(base.numerator, base.denominator),
         origin=origin,
+        open_gop=open_gop,
         seekable=True,
     )
     reason = _why_not_seekable(path, index, untimed)

@@ -7,6 +7,7 @@ In-process mode runs them in a loop; the batch system runs the same functions as
 from __future__ import annotations
 
 import base64
+import bisect
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -205,11 +206,13 @@ def _track_budgeted(
 
 
 def _chunk_face(frame: int, det: FaceDetection, track: int, vec: np.ndarray | None) -> ChunkFace:
+    # Rounded as the results are (a hundredth of a pixel): a chunk result is stored between
+    # the steps of a job, and full float precision doubled its size for nothing.
     return ChunkFace(
         frame=frame,
-        box=det.box,
-        score=det.score,
-        landmarks=[tuple(p) for p in det.landmarks],  # type: ignore[misc]
+        box=tuple(round(v, 2) for v in det.box),  # type: ignore[arg-type]
+        score=round(det.score, 4),
+        landmarks=[(round(x, 2), round(y, 2)) for x, y in det.landmarks],
         track=track,
         embedding=None if vec is None else _encode(vec),
     )
@@ -496,10 +499,26 @@ def finalize(parts: Sequence[Path], out: Path, audio_from: Path | None) -> Path:
     return out
 
 
-def frame_ranges(frame_count: int, chunk_frames: int | None) -> list[tuple[int, int]]:
+def frame_ranges(
+    frame_count: int, chunk_frames: int | None, keyframes: Sequence[int] = ()
+) -> list[tuple[int, int]]:
+    """Consecutive [start, end) ranges of about `chunk_frames` frames. Given the frame
+    numbers of the keyframes, a range ends at the keyframe closest to its nominal end when
+    one lies between half and four times the chunk size from its start: a worker seeking to
+    a range that starts on a keyframe decodes nothing before it."""
     if not chunk_frames or chunk_frames >= frame_count:
         return [(0, frame_count)]
-    return [(s, min(s + chunk_frames, frame_count)) for s in range(0, frame_count, chunk_frames)]
+    keys = sorted(k for k in keyframes if 0 < k < frame_count)
+    ranges, start = [], 0
+    while start + chunk_frames < frame_count:
+        target = start + chunk_frames
+        lo, hi = start + max(chunk_frames // 2, 1), start + 4 * chunk_frames
+        near = keys[bisect.bisect_left(keys, lo) : bisect.bisect_right(keys, hi)]
+        end = min(near, key=lambda k: abs(k - target)) if near else target
+        ranges.append((start, end))
+        start = end
+    ranges.append((start, frame_count))
+    return ranges
 
 
 def run_video(
@@ -522,7 +541,8 @@ def run_video(
 
     if info is None or index is None:
         info, index = probe_indexed(video)
-    ranges = frame_ranges(info.frame_count, chunk_frames)
+    keys = index.keyframe_numbers() if index.seekable else []
+    ranges = frame_ranges(info.frame_count, chunk_frames, keys)
     chunks = [
         analyze(
             video,

@@ -39,6 +39,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("facefleet.tasks.video")
 
+# A source whose keyframes lie further apart than this (and than 4 chunks) is cut into
+# lossless chunks: seeking stays exact there, but every range would first decode up to a
+# GOP of frames it does not need (a screen recording may have one keyframe in all).
+LONG_GOP_FRAMES = 1000
+
 
 @app.task(base=JobTask, bind=True, name="facefleet.plan_video")
 def plan_video(self: JobTask, job_id: str) -> None:
@@ -65,9 +70,17 @@ def plan_video(self: JobTask, job_id: str) -> None:
             f"accepts (FACEFLEET_MAX_JOB_FRAMES={rt.settings.max_job_frames})"
         )
         return
-    ranges = frame_ranges(info.frame_count, spec.options.chunk_frames or rt.settings.chunk_frames)
+    chunk_frames = spec.options.chunk_frames or rt.settings.chunk_frames
+    if index.seekable and index.longest_gop() > max(4 * chunk_frames, LONG_GOP_FRAMES):
+        # Exact, but each range would decode up to a whole GOP first: cut once instead.
+        gop = index.longest_gop()
+        index = index.model_copy(
+            update={"seekable": False, "reason": f"keyframes up to {gop} frames apart"}
+        )
+    starts = index.keyframe_numbers() if index.seekable else []
+    ranges = frame_ranges(info.frame_count, chunk_frames, starts)
     if index.seekable:
-        rt.store.put_model(keys.frame_index, index)
+        rt.store.put_model(keys.frame_index, index, compress=True)
         chunks = [ChunkPlan(index=k, start=s, end=e) for k, (s, e) in enumerate(ranges)]
     else:
         log.warning("job %s: %s: lossless chunks (%s)", job_id, source.source, index.reason)
@@ -125,6 +138,12 @@ def _cut_lossless_chunks(
     return chunks
 
 
+def _output_keys(job: JobStore) -> tuple[str, str]:
+    """The job's deliverables: output/<name>.mp4 and output/<name>.json."""
+    (source,) = job.spec().inputs
+    return job.keys.output(f"{source.name}.mp4"), job.keys.output(f"{source.name}.json")
+
+
 def _chunk_frames(
     rt: Runtime, job: JobStore, plan: JobPlan, k: int, tmp: Path
 ) -> tuple[Path, int, FrameIndex | None]:
@@ -170,7 +189,7 @@ def analyze_chunk(self: JobTask, job_id: str, k: int) -> None:
     if index is None:
         meta = rt.store.get_model(keys.chunk_meta(k), ChunkMeta)
         result = result.model_copy(update={"times": meta.times})
-    rt.store.put_model(keys.chunk_result(k), result)
+    rt.store.put_model(keys.chunk_result(k), result, compress=True)
     job.keep_if_running(keys.chunk_result(k))
     log.info(
         "job %s chunk %d: %d frames, %d faces, %.1f frames/s",
@@ -184,7 +203,8 @@ def analyze_chunk(self: JobTask, job_id: str, k: int) -> None:
 
 @app.task(base=JobTask, bind=True, name="facefleet.merge_video")
 def merge_video(self: JobTask, job_id: str) -> None:
-    """Stitch the chunks' tracks, name each track, then start the render chord."""
+    """Stitch the chunks' tracks, name each track (written as the output JSON: it is the
+    job's result, not a copy of it), then start the render chord or the final step."""
     from facefleet.core.video_pipeline import ChunkResult, merge
 
     rt = get_runtime()
@@ -193,7 +213,8 @@ def merge_video(self: JobTask, job_id: str) -> None:
         return
     keys = job.keys
     plan, spec = self.plan_of(job), job.spec()
-    if not rt.store.exists(keys.result):
+    _, json_key = _output_keys(job)
+    if not rt.store.exists(json_key):
         try:
             chunks = [
                 rt.store.get_model(keys.chunk_result(c.index), ChunkResult) for c in plan.chunks
@@ -202,7 +223,7 @@ def merge_video(self: JobTask, job_id: str) -> None:
             raise InputError(f"a chunk result is missing ({exc})") from None
         pipeline = rt.registry.pipeline(plan.model_id, spec.gallery, spec.options)
         result = merge(chunks, plan.video, pipeline)
-        rt.store.put_model(keys.result, result)
+        rt.store.put_model(json_key, result)
     job.set_status("running", stage="render")
     if plan.render_parts:
         fan_out(job_id, render_chunk, plan.chunks, finalize_video)
@@ -225,7 +246,7 @@ def render_chunk(self: JobTask, job_id: str, k: int) -> None:
     if not plan.render_parts:
         return  # a stray delivery: this job renders in its last step
     chunk = plan.chunks[k]
-    result = rt.store.get_model(keys.result, VideoResult)
+    result = rt.store.get_model(_output_keys(job)[1], VideoResult)
     with tempfile.TemporaryDirectory(prefix="facefleet-render-") as tmp:
         local, offset, index = _chunk_frames(rt, job, plan, k, Path(tmp))
         part = render(local, result, chunk.start, chunk.end, Path(tmp) / "part.mp4", offset, index)
@@ -244,14 +265,13 @@ def finalize_video(self: JobTask, job_id: str) -> None:
     job = self.open_step(job_id)
     if job is None:
         return
-    keys = job.keys
     plan, spec = self.plan_of(job), job.spec()
     (source,) = spec.inputs
-    result = rt.store.get_model(keys.result, VideoResult)
-    video_key, json_key = keys.output(f"{source.name}.mp4"), keys.output(f"{source.name}.json")
-    # The JSON is written after the video: when it exists, an earlier copy of this step
-    # wrote both and may already have removed the parts.
-    if not rt.store.exists(json_key):
+    video_key, json_key = _output_keys(job)
+    result = rt.store.get_model(json_key, VideoResult)
+    # The video is the last output written: when it exists, an earlier copy of this step
+    # wrote it and may already have removed the parts.
+    if not rt.store.exists(video_key):
         with tempfile.TemporaryDirectory(prefix="facefleet-final-") as tmp:
             parts = _rendered(rt, job, plan, result, Path(tmp))
             audio = None
@@ -259,9 +279,6 @@ def finalize_video(self: JobTask, job_id: str) -> None:
                 audio = rt.sources.path(source.key)
             out = finalize(parts, Path(tmp) / "out.mp4", audio)
             rt.store.put_file(video_key, out, "video/mp4")
-            rt.store.put_bytes(
-                json_key, result.model_dump_json(indent=1).encode(), "application/json"
-            )
     named = sorted({t.identity for t in result.tracks if t.identity})
     # Outputs first, then the intermediates go, status last: a job marked done has all of
     # its output and nothing else.

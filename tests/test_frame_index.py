@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from facefleet.client import Client
+from facefleet.core.frame_index import index_video
 from facefleet.core.settings import get_settings
 from facefleet.core.video import probe, probe_indexed, read_frames
 from facefleet.jobs.records import JobKeys, JobPlan
@@ -193,3 +194,45 @@ def test_source_cache_downloads_once_and_evicts_the_least_recently_used(tmp_path
         .path("jobs/b/input/v.mp4")
         .is_relative_to(tmp_path / "store")
     )
+
+
+def test_decoding_starts_one_keyframe_back_only_for_open_gops(tmp_path: Path) -> None:
+    closed = index_video(_encode(tmp_path / "closed.mp4", options={"g": "10", "bf": "2"}))
+    opened = index_video(_encode(tmp_path / "open.mkv", container="matroska", options=OPEN_GOP))
+    assert not closed.open_gop and opened.open_gop
+    # A range starting just after a keyframe decodes from that keyframe when GOPs are
+    # closed, from the one before when frames after it may reference the previous GOP.
+    for index in (closed, opened):
+        key = index.keyframes[2]
+        frame = index.pts.index(key) + 1
+        expected = index.keyframes[1] if index.open_gop else key
+        assert index.seek_target(frame) == expected
+
+
+def test_ranges_end_on_keyframes_near_their_nominal_end() -> None:
+    from facefleet.core.video_pipeline import frame_ranges
+
+    hamilton = [0, 60, 120, 163, 211, 271]
+    ends = [end for _, end in frame_ranges(275, 64, hamilton)]
+    assert ends == [60, 120, 163, 211, 275]
+    # A GOP of 250 frames and chunks of 64: whole GOPs, never a range starting mid-GOP.
+    assert frame_ranges(1800, 64, range(0, 1800, 250))[:2] == [(0, 250), (250, 500)]
+    # No keyframe within four chunks: the nominal split.
+    assert frame_ranges(105, 30, [0]) == [(0, 30), (30, 60), (60, 90), (90, 105)]
+    assert frame_ranges(40, None, hamilton) == [(0, 40)]
+
+
+def test_keyframes_far_apart_are_cut_into_lossless_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seeking would be exact, but every range would decode the whole GOP before it."""
+    import facefleet.tasks.video
+    from tests.conftest import make_video
+
+    monkeypatch.setattr(facefleet.tasks.video, "LONG_GOP_FRAMES", 5)
+    client = Client(get_settings(store_dir=tmp_path / "store", chunk_frames=2))
+    status = client.submit_video(make_video(tmp_path / "one-gop.mp4", frames=20)).status()
+    assert status.state == "done", status.message
+    plan = client.store.get_model(JobKeys(status.job_id).plan, JobPlan)
+    assert plan.reading == "lossless-chunks"
+    assert plan.reading_reason == "keyframes up to 20 frames apart"

@@ -51,8 +51,11 @@ def test_video_job_matches_the_in_process_run(
     status = job.status()
     assert status.state == "done", status.message
     assert status.summary == {"trump": ["Donald_Trump"]}
-    # Progress was observed moving through the 5 analyse + 5 render steps.
-    steps = [done for done, total in seen if total == 10]
+    # Ranges end on keyframes when one is near (trump.mp4 has one at frame 160): 3 chunks.
+    plan = client.store.get_model(JobKeys(job.id).plan, JobPlan)
+    assert [(c.start, c.end) for c in plan.chunks] == [(0, 160), (160, 210), (210, 243)]
+    # Progress was observed moving through the 3 analyse + 3 render steps.
+    steps = [done for done, total in seen if total == 6]
     assert steps == sorted(steps) and len(set(steps)) >= 3, seen
 
     video, result_json = job.download(tmp_path / "out")
@@ -68,7 +71,6 @@ def test_video_job_matches_the_in_process_run(
     assert cluster_result["tracks"] == local_result["tracks"]
     assert cluster_result["frames"] == local_result["frames"]
     # Workers read their ranges from the source: nothing was cut into chunk files.
-    plan = client.store.get_model(JobKeys(job.id).plan, JobPlan)
     assert plan.reading == "source", plan.reading_reason
     assert "chunks, read from source" in cluster.log("w1") + cluster.log("w2")
     # Chunks and parts are deleted; the outputs stay.

@@ -22,7 +22,7 @@ from tests.cluster import Cluster, child_pids, running_cluster
 from tests.data import shared_data_root
 
 pytestmark = pytest.mark.data
-CHUNK = 50  # trump.mp4 (243 frames) -> 5 chunks
+CHUNK = 50  # trump.mp4 (243 frames) -> 3 chunks (ranges end on its keyframe at 160)
 
 
 @pytest.fixture(scope="module")
