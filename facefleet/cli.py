@@ -112,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train",
         help="train the face feature extractor on LFW (EfficientNet-B0 + ArcFace)",
-        description="Train on the people of LFW View 1 peopleDevTrain.txt; every N epochs "
+        description="Train on the people of LFW View 1 peopleDevTrain.txt and/or your own "
+        "faces (--data: <Person>/<image> folders; LFW DevTest people in it are dropped); "
+        "every N epochs "
         "evaluate on pairsDevTest.txt (other people) and report, for cosine and euclidean, "
         "the best threshold and its F1. The state is saved after every epoch; --resume "
         "continues a run that was stopped.",

@@ -15,6 +15,7 @@ RECIPE = [
     "--weight-decay", "0.01", "--warmup-epochs", "0.5", "--scale", "20", "--margin", "0.3",
     "--easy-margin", "--margin-warmup", "2", "--input-size", "128", "--embedding-size", "256",
     "--seed", "7", "--max-people", "40", "--distill", "dlib", "--distill-weight", "5",
+    "--mix-prob", "0.25", "--mix-alpha", "0.4",
 ]  # fmt: skip
 
 
@@ -28,7 +29,8 @@ def test_every_recipe_option_has_a_flag_and_travels_to_the_remote_request(
         "epochs": 3, "eval_every": 2, "batch_size": 16, "lr": 0.001, "weight_decay": 0.01,
         "warmup_epochs": 0.5, "scale": 20.0, "margin": 0.3, "easy_margin": True,
         "margin_warmup": 2, "input_size": 128, "embedding_size": 256, "seed": 7,
-        "max_people": 40, "distill": "dlib", "distill_weight": 5.0,
+        "max_people": 40, "distill": "dlib", "distill_weight": 5.0, "mix_prob": 0.25,
+        "mix_alpha": 0.4,
     }  # fmt: skip
     # Nothing of a run's configuration is left out of the flags.
     with pytest.raises(SystemExit):
@@ -44,6 +46,7 @@ def test_a_local_run_takes_the_same_recipe_plus_its_paths(tmp_path) -> None:
     config = TrainConfig(**given(args, TrainConfig))
     assert config.lfw == tmp_path and config.epochs == 3 and config.margin_warmup == 2
     assert set(LOCAL_TRAIN_OPTIONS) == {"lfw", "out", "device", "cache_dir", "export_half",
+                                        "data", "data_only", "teacher_weights",
                                         "init_from"}  # fmt: skip
 
 

