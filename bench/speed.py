@@ -314,44 +314,47 @@ class JobSampler(threading.Thread):
         }
 
 
+def _worker_processes(pids: list[int], with_roots: bool) -> list[Any]:
+    """The pool processes (children) of the worker processes `pids`, and the workers
+    themselves when `with_roots`; processes that are gone are left out."""
+    import psutil
+
+    procs = []
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            procs += [root] if with_roots else []
+            procs += root.children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+    return procs
+
+
 def _pool_rss_mb(pids: list[int]) -> list[float]:
     """Current RSS of each pool process (the children of the worker processes `pids`)."""
     import psutil
 
     out = []
-    for pid in pids:
+    for proc in _worker_processes(pids, with_roots=False):
         try:
-            children = psutil.Process(pid).children(recursive=True)
+            out.append(proc.memory_info().rss / 2**20)
         except psutil.NoSuchProcess:
             continue
-        for child in children:
-            try:
-                out.append(child.memory_info().rss / 2**20)
-            except psutil.NoSuchProcess:
-                continue
     return out
 
 
 def _tree_peak_rss_mb(pids: list[int]) -> float:
-    """The largest peak RSS among the worker processes `pids` and their pool children. psutil
-    finds the children; the peak (VmHWM) is read from /proc, as psutil has no field for it."""
-    import psutil
-
+    """The largest peak RSS among the worker processes `pids` and their pool children. The
+    peak (VmHWM) is read from /proc, as psutil has no field for it."""
     peak = 0.0
-    for pid in pids:
+    for proc in _worker_processes(pids, with_roots=True):
         try:
-            root = psutil.Process(pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+        except OSError:
             continue
-        for proc in procs:
-            try:
-                status = Path(f"/proc/{proc.pid}/status").read_text()
-            except OSError:
-                continue
-            for line in status.splitlines():
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]) / 1024)
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                peak = max(peak, int(line.split()[1]) / 1024)
     return peak
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from facefleet.core.errors import InputError
 from facefleet.jobs.job_store import JobStore
-from facefleet.jobs.records import ChunkMeta, ChunkPlan, JobPlan
+from facefleet.jobs.records import ChunkMeta, ChunkPlan, JobInput, JobKeys, JobPlan
 from facefleet.jobs.storage import ObjectNotFound
 from facefleet.tasks.app import app
 from facefleet.tasks.common import JobTask, fan_out
@@ -71,31 +71,30 @@ def plan_video(self: JobTask, job_id: str) -> None:
         )
         return
     chunk_frames = spec.options.chunk_frames or rt.settings.chunk_frames
+    lossless_reason = index.reason
     if index.seekable and index.longest_gop() > max(4 * chunk_frames, LONG_GOP_FRAMES):
         # Exact, but each range would decode up to a whole GOP first: cut once instead.
-        gop = index.longest_gop()
-        index = index.model_copy(
-            update={"seekable": False, "reason": f"keyframes up to {gop} frames apart"}
-        )
-    starts = index.keyframe_numbers() if index.seekable else []
+        lossless_reason = f"keyframes up to {index.longest_gop()} frames apart"
+    from_source = lossless_reason is None
+    starts = index.keyframe_numbers() if from_source else []
     ranges = frame_ranges(info.frame_count, chunk_frames, starts)
-    if index.seekable:
+    if from_source:
         rt.store.put_model(keys.frame_index, index, compress=True)
         chunks = [ChunkPlan(index=k, start=s, end=e) for k, (s, e) in enumerate(ranges)]
     else:
-        log.warning("job %s: %s: lossless chunks (%s)", job_id, source.source, index.reason)
+        log.warning("job %s: %s: lossless chunks (%s)", job_id, source.source, lossless_reason)
         chunks = _cut_lossless_chunks(rt, job, local, ranges)
     video = info.model_copy(update={"source": source.source, "frame_count": chunks[-1].end})
     # Short videos render in the last step, in one pass: parts would double what the job
     # writes to the object store, for a step that takes a fraction of the analysis.
-    render_parts = not index.seekable or video.frame_count > rt.settings.render_parts_above_frames
+    render_parts = not from_source or video.frame_count > rt.settings.render_parts_above_frames
     plan = JobPlan(
         job_id=job_id,
         model_id=rt.registry.current_model_id(spec.options.extractor),
         chunks=chunks,
         video=video,
-        reading="source" if index.seekable else "lossless-chunks",
-        reading_reason=index.reason,
+        reading="source" if from_source else "lossless-chunks",
+        reading_reason=lossless_reason,
         render_parts=render_parts,
     )
     rt.store.put_model(keys.plan, plan)
@@ -138,22 +137,19 @@ def _cut_lossless_chunks(
     return chunks
 
 
-def _output_keys(job: JobStore) -> tuple[str, str]:
+def _output_keys(keys: JobKeys, source: JobInput) -> tuple[str, str]:
     """The job's deliverables: output/<name>.mp4 and output/<name>.json."""
-    (source,) = job.spec().inputs
-    return job.keys.output(f"{source.name}.mp4"), job.keys.output(f"{source.name}.json")
+    return keys.output(f"{source.name}.mp4"), keys.output(f"{source.name}.json")
 
 
 def _chunk_frames(
-    rt: Runtime, job: JobStore, plan: JobPlan, k: int, tmp: Path
+    rt: Runtime, keys: JobKeys, plan: JobPlan, source: JobInput, k: int, tmp: Path
 ) -> tuple[Path, int, FrameIndex | None]:
     """What to decode chunk k from: (file, index of its first frame, frame index). The
     source and its index, or the chunk's lossless file, whose first frame is the chunk's."""
     from facefleet.core.frame_index import FrameIndex
 
-    keys = job.keys
     if plan.reading == "source":
-        (source,) = job.spec().inputs
         index = rt.store.get_model(keys.frame_index, FrameIndex)
         return rt.sources.path(source.key), 0, index
     local = rt.store.get_file(keys.chunk_video(k), tmp / "frames.mkv")
@@ -171,10 +167,11 @@ def analyze_chunk(self: JobTask, job_id: str, k: int) -> None:
         return
     keys = job.keys
     plan, spec = self.plan_of(job), job.spec()
+    (source,) = spec.inputs
     chunk = plan.chunks[k]
     pipeline = rt.registry.pipeline(plan.model_id, None, spec.options)
     with tempfile.TemporaryDirectory(prefix="facefleet-chunk-") as tmp:
-        local, offset, index = _chunk_frames(rt, job, plan, k, Path(tmp))
+        local, offset, index = _chunk_frames(rt, keys, plan, source, k, Path(tmp))
         started = time.perf_counter()
         result = analyze(
             local,
@@ -213,7 +210,8 @@ def merge_video(self: JobTask, job_id: str) -> None:
         return
     keys = job.keys
     plan, spec = self.plan_of(job), job.spec()
-    _, json_key = _output_keys(job)
+    (source,) = spec.inputs
+    _, json_key = _output_keys(keys, source)
     if not rt.store.exists(json_key):
         try:
             chunks = [
@@ -246,9 +244,10 @@ def render_chunk(self: JobTask, job_id: str, k: int) -> None:
     if not plan.render_parts:
         return  # a stray delivery: this job renders in its last step
     chunk = plan.chunks[k]
-    result = rt.store.get_model(_output_keys(job)[1], VideoResult)
+    (source,) = job.spec().inputs
+    result = rt.store.get_model(_output_keys(keys, source)[1], VideoResult)
     with tempfile.TemporaryDirectory(prefix="facefleet-render-") as tmp:
-        local, offset, index = _chunk_frames(rt, job, plan, k, Path(tmp))
+        local, offset, index = _chunk_frames(rt, keys, plan, source, k, Path(tmp))
         part = render(local, result, chunk.start, chunk.end, Path(tmp) / "part.mp4", offset, index)
         rt.store.put_file(keys.part(k), part, "video/mp4")
     job.keep_if_running(keys.part(k))
@@ -267,13 +266,13 @@ def finalize_video(self: JobTask, job_id: str) -> None:
         return
     plan, spec = self.plan_of(job), job.spec()
     (source,) = spec.inputs
-    video_key, json_key = _output_keys(job)
+    video_key, json_key = _output_keys(job.keys, source)
     result = rt.store.get_model(json_key, VideoResult)
     # The video is the last output written: when it exists, an earlier copy of this step
     # wrote it and may already have removed the parts.
     if not rt.store.exists(video_key):
         with tempfile.TemporaryDirectory(prefix="facefleet-final-") as tmp:
-            parts = _rendered(rt, job, plan, result, Path(tmp))
+            parts = _rendered(rt, job.keys, plan, source, result, Path(tmp))
             audio = None
             if plan.video is not None and plan.video.has_audio:
                 audio = rt.sources.path(source.key)
@@ -296,22 +295,20 @@ def finalize_video(self: JobTask, job_id: str) -> None:
 
 
 def _rendered(
-    rt: Runtime, job: JobStore, plan: JobPlan, result: VideoResult, tmp: Path
+    rt: Runtime, keys: JobKeys, plan: JobPlan, source: JobInput, result: VideoResult, tmp: Path
 ) -> list[Path]:
     """The video's rendered parts: downloaded, or (not rendered in parts) drawn now in one
     pass over the source."""
     from facefleet.core.video_pipeline import render
 
     if not plan.render_parts:
-        local, offset, index = _chunk_frames(rt, job, plan, 0, tmp)
+        local, offset, index = _chunk_frames(rt, keys, plan, source, 0, tmp)
         end = plan.chunks[-1].end
         return [render(local, result, 0, end, tmp / "video.mp4", offset, index)]
     parts = []
     for chunk in plan.chunks:
         try:
-            parts.append(
-                rt.store.get_file(job.keys.part(chunk.index), tmp / f"{chunk.index:05d}.mp4")
-            )
+            parts.append(rt.store.get_file(keys.part(chunk.index), tmp / f"{chunk.index:05d}.mp4"))
         except ObjectNotFound:
             raise InputError(f"rendered part {chunk.index} is missing") from None
     return parts
