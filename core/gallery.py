@@ -11,7 +11,7 @@ are embedded.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,12 +196,23 @@ class Gallery:
         return issues
 
     def add_regions(
-        self, name: str, regions: np.ndarray, extractor: Extractor, sources: list[str]
+        self,
+        name: str,
+        regions: np.ndarray,
+        extractor: Extractor,
+        sources: list[str],
+        landmarks: Sequence[Sequence[Point]] | None = None,
     ) -> None:
-        """Enroll faces that are already stored as regions (landmarks on REGION's template)."""
+        """Enroll faces that are already stored as regions: their landmarks in region
+        pixels (default: on REGION's template)."""
         check_person_name(name)
         self._check_model(extractor)
-        samples = [GallerySample(person=name, source=s) for s in sources]
+        samples = [
+            GallerySample(person=name, source=s)
+            if landmarks is None
+            else GallerySample(person=name, source=s, landmarks=tuple(landmarks[i]))  # type: ignore[arg-type]
+            for i, s in enumerate(sources)
+        ]
         self._append(
             extractor.embed(self._crops(regions, samples, extractor.geometry)), regions, samples
         )

@@ -52,6 +52,14 @@ def encode_image(image: np.ndarray, suffix: str = ".jpg", quality: int = 92) -> 
     return buf.tobytes()
 
 
+def decode_image(data: bytes) -> np.ndarray:
+    """An encoded image (JPEG, PNG) as BGR uint8."""
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError("not a readable image")
+    return image
+
+
 def encode_jpeg(image: np.ndarray, quality: int = 92) -> bytes:
     return encode_image(image, ".jpg", quality)
 

@@ -194,6 +194,12 @@ class Track(BaseModel):
     start_s: float
     end_s: float
     num_faces: int
+    original_identity: str | None = Field(
+        default=None,
+        description="Set when a correction changed the name: the name given at processing "
+        "time (null: unknown then)",
+    )
+    corrected: bool = Field(default=False, description="The name was corrected by a person")
 
 
 class VideoResult(BaseModel):
@@ -301,4 +307,7 @@ class TrainingRecord(BaseModel):
     threshold_rule: str | None = None
     variant: str | None = None
     teacher: str | None = None
+    parent_model: str | None = Field(
+        default=None, description="The extractor this one was fine-tuned from"
+    )
     note: str | None = None

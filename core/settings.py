@@ -189,9 +189,63 @@ class Settings(BaseSettings):
     )
     retrain_epochs: int = Field(default=10, ge=1)
     retrain_max_people: int | None = Field(default=None, ge=2)
+    retrain_lr: float = Field(
+        default=3e-4,
+        gt=0,
+        description="Peak learning rate of the scheduled fine-tuning (a tenth of a run "
+        "from scratch: it refines the promoted model rather than relearning it).",
+    )
+    # ---- The archive: every processed track, searchable (facefleet.archive). ----
+    archive_url: str | None = Field(
+        default=None,
+        description="PostgreSQL (with pgvector) of the track archive, e.g. "
+        "postgresql://facefleet:...@127.0.0.1:5432/facefleet. Unset in-process: an embedded "
+        "server under archive_dir, started on demand. Unset on a cluster: no archive.",
+    )
+    archive: bool = Field(
+        default=True, description="Record every processed video's tracks in the archive."
+    )
+    archive_dir: Path | None = Field(
+        default=None,
+        description="Data folder of the in-process mode's embedded PostgreSQL (default: "
+        "'archive' beside store_dir).",
+    )
+    archive_faces: int = Field(
+        default=5, ge=1, le=20, description="Best faces kept per track (embedding and crop)."
+    )
+    cluster_min_tracks: int = Field(
+        default=2,
+        ge=2,
+        description="Unknown tracks: a track with this many (itself included) within the "
+        "cluster distance forms or joins a person (Immich's minFaces rule, on tracks).",
+    )
+    cluster_max_distance: float | None = Field(
+        default=None,
+        gt=0,
+        lt=2,
+        description="Cosine distance of that rule; default: 1 - the extractor's calibrated "
+        "identification threshold (dlib's faces lie in a narrow cone: Immich's 0.5 would "
+        "merge everyone).",
+    )
+    retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Jobs finished longer ago than this are deleted by beat (outputs, "
+        "tracks, thumbnails, crops); unset keeps them.",
+    )
+    retention_check_s: float = Field(
+        default=3600,
+        gt=0,
+        description="How often beat enforces retention, reindexes and re-clusters.",
+    )
     flower_user: str | None = None
     flower_password: SecretStr | None = None
     flower_port: int = 5555
+
+    @property
+    def archive_path(self) -> Path:
+        """Where the in-process mode's embedded archive database lives."""
+        return self.archive_dir or self.store_dir.parent / "archive"
 
     @model_validator(mode="after")
     def _expiry_outlives_redelivery(self) -> Settings:

@@ -327,6 +327,23 @@ def _track_ends(
     return out
 
 
+def stitched_faces(
+    chunks: Sequence[ChunkResult], gates: TrackingGates, max_gap: int = 15
+) -> tuple[dict[int, list[ChunkFace]], dict[int, float]]:
+    """The faces of each video-wide track (tracks joined across range boundaries), and the
+    time of every frame."""
+    chunks = sorted(chunks, key=lambda c: c.start)
+    ids = _stitch(chunks, max_gap, gates)
+    faces_by_track: dict[int, list[ChunkFace]] = defaultdict(list)
+    times: dict[int, float] = {}
+    for k, chunk in enumerate(chunks):
+        for i, t in enumerate(chunk.times):
+            times[chunk.start + i] = t
+        for face in chunk.faces:
+            faces_by_track[ids[(k, face.track)]].append(face)
+    return faces_by_track, times
+
+
 def merge(
     chunks: Sequence[ChunkResult],
     info: VideoInfo,
@@ -337,16 +354,7 @@ def merge(
     pipeline's gallery, metric, threshold and its extractor's tracking gates."""
     model, gallery = pipeline.model_info(), pipeline.gallery
     metric, threshold = pipeline.metric, pipeline.effective_threshold
-    chunks = sorted(chunks, key=lambda c: c.start)
-    ids = _stitch(chunks, max_gap, pipeline.tracking)
-    faces_by_track: dict[int, list[ChunkFace]] = defaultdict(list)
-    times: dict[int, float] = {}
-    for k, chunk in enumerate(chunks):
-        for i, t in enumerate(chunk.times):
-            times[chunk.start + i] = t
-        for face in chunk.faces:
-            faces_by_track[ids[(k, face.track)]].append(face)
-
+    faces_by_track, times = stitched_faces(chunks, pipeline.tracking, max_gap)
     naming = {
         tid: _name_track(fs, gallery, metric, threshold) for tid, fs in faces_by_track.items()
     }

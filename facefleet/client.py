@@ -8,6 +8,8 @@ manage galleries, start training.
     job = client.submit_video("speech.mp4", gallery="default")
     status = job.wait(timeout=3600, progress_bar=True)
     job.download("results/")                            # speech.mp4 + speech.json
+    client.search(person="Barack_Obama")                # every archived appearance
+    client.people.list()                                # clusters of unknown faces
 
 With FACEFLEET_BROKER_URL set, jobs go to Celery workers over Redis and files through S3
 (FACEFLEET_S3_*). Without it the same tasks run in this process, on a local folder store.
@@ -24,6 +26,17 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from facefleet.archive.records import (
+    ClusterReport,
+    ClusterTrack,
+    CorrectionReport,
+    DeleteReport,
+    ForgetReport,
+    JobEntry,
+    NameReport,
+    PersonCluster,
+    SearchReport,
+)
 from facefleet.core.errors import FacefleetError, GalleryError, InputError
 from facefleet.core.media import check_video_container, is_image_path
 from facefleet.core.names import check_store_name, is_person_name
@@ -79,6 +92,7 @@ class Client:
         self.store = store or open_store(self.settings)
         self._app: Any = None
         self.gallery = GalleryClient(self)
+        self.people = PeopleClient(self)
 
     @property
     def distributed(self) -> bool:
@@ -226,6 +240,104 @@ class Client:
         request = TrainRequest(run=run, options=options or TrainOptions(**fields), promote=promote)
         result = self._run("facefleet.train", [request.model_dump()], task_id=f"train-{run}")
         return TrainingJob(self, run, result)
+
+    # ---- the archive --------------------------------------------------------------------
+    # Every finished video job's tracks are indexed (best faces, one embedding per track);
+    # these ask the archive. The tasks run on the workers, or here in the in-process mode.
+
+    def search(
+        self,
+        person: str | None = None,
+        gallery: str = DEFAULT_GALLERY,
+        photo: str | Path | None = None,
+        timeout: float = 120,
+    ) -> SearchReport:
+        """Every archived appearance (a track of a processed video) of an enrolled
+        `person` of `gallery`, or of the face in `photo` (its largest face): give exactly
+        one of the two."""
+        if (person is None) == (photo is None):
+            raise InputError("search for either a person or a photo (exactly one of them)")
+        if person is not None:
+            check_store_name(gallery, "gallery name")
+            _check_person(person)
+            pointer = gallery_pointer(self.store, gallery)
+            if pointer is None:
+                raise GalleryError(f"no gallery named {gallery!r}")
+            if person not in pointer.people:
+                raise InputError(f"{person!r} is not enrolled in gallery {gallery!r}")
+            result = self._run("facefleet.archive_search", [person, gallery, None, None])
+            return SearchReport.model_validate(_result(result, timeout))
+        assert photo is not None
+        path = Path(photo)
+        self._check_file(path)
+        if not is_image_path(path):
+            raise InputError("not an image file name (.jpg, .png, ...)", subject=path)
+        if not self.distributed:
+            self._here()  # refuse before anything is uploaded
+        key = f"uploads/{uuid.uuid4().hex}/photo{path.suffix.lower()}"
+        self.store.put_file(key, path)
+        try:
+            result = self._run(
+                "facefleet.archive_search", [None, None, key, display_path(path.name)]
+            )
+            return SearchReport.model_validate(_result(result, timeout))
+        finally:
+            self.store.delete(key)  # the task deletes it once read; this is for a failed send
+
+    def correct_track(
+        self,
+        job_id: str,
+        track_id: int,
+        is_name: str | None = None,
+        not_name: str | None = None,
+        gallery: str = DEFAULT_GALLERY,
+        timeout: float = 600,
+    ) -> CorrectionReport:
+        """Correct the name of one track of a video job. `is_name`: the track is that
+        person (its result JSON and index entry renamed, its best faces enrolled in
+        `gallery` and kept as labelled faces); `not_name`: it is not (named unknown, unless
+        it carried another name). Give exactly one of the two."""
+        if (is_name is None) == (not_name is None):
+            raise InputError("say who the track is or is not (exactly one of is/not)")
+        check_job_id(job_id)
+        _check_id(track_id, "track id")
+        check_store_name(gallery, "gallery name")
+        _check_person(is_name if is_name is not None else not_name)  # type: ignore[arg-type]
+        result = self._run(
+            "facefleet.track_correct", [job_id, track_id, is_name, not_name, gallery]
+        )
+        return CorrectionReport.model_validate(_result(result, timeout))
+
+    def forget(
+        self, person: str, gallery: str = DEFAULT_GALLERY, timeout: float = 600
+    ) -> ForgetReport:
+        """Forget `person`: their faces removed from `gallery` (when enrolled there), their
+        name removed from every past result and from the archive, their labelled faces
+        deleted."""
+        check_store_name(gallery, "gallery name")
+        _check_person(person)
+        pointer = gallery_pointer(self.store, gallery)
+        if pointer is not None and person in pointer.people:
+            _result(self._run("facefleet.gallery_remove", [gallery, person]), timeout)
+        result = self._run("facefleet.person_forget", [person])
+        return ForgetReport.model_validate(_result(result, timeout))
+
+    def jobs(self, timeout: float = 120) -> list[JobEntry]:
+        """Every job in the store, with its number of archived tracks (None: not indexed)."""
+        result = self._run("facefleet.jobs_list", [])
+        return [JobEntry.model_validate(entry) for entry in _result(result, timeout)]
+
+    def delete_job(self, job_id: str, timeout: float = 600) -> DeleteReport:
+        """Delete a finished job: its objects (inputs, outputs, face regions) and its
+        archived tracks. A running job is refused: cancel it first."""
+        check_job_id(job_id)
+        result = self._run("facefleet.job_delete", [job_id])
+        return DeleteReport.model_validate(_result(result, timeout))
+
+    def maintain_archive(self, timeout: float = 3600) -> dict[str, int]:
+        """What beat runs: index jobs left unindexed, delete jobs past retention, re-embed
+        tracks of an older extractor, re-cluster the unknown tracks. Returns the counts."""
+        return dict(_result(self._run("facefleet.archive_maintenance", []), timeout))
 
 
 class Job:
@@ -400,6 +512,74 @@ class GalleryClient:
         return {name: p.faces for name, p in list_galleries(self.client.store).items()}
 
 
+class PeopleClient:
+    """`client.people`: the clusters of unknown faces in the archive (tracks that no
+    enrolled person matched, grouped by who they look like), and naming them."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def list(self, timeout: float = 120) -> list[PersonCluster]:
+        """The current clusters, the largest first."""
+        result = self.client._run("facefleet.people_list", [])
+        return [PersonCluster.model_validate(c) for c in _result(result, timeout)]
+
+    def show(self, cluster_id: int, timeout: float = 120) -> list[ClusterTrack]:
+        """The tracks of one cluster (job, track, times, thumbnail): what `split` takes."""
+        _check_id(cluster_id, "cluster id")
+        result = self.client._run("facefleet.people_show", [cluster_id])
+        return [ClusterTrack.model_validate(t) for t in _result(result, timeout)]
+
+    def cluster(self, full: bool = True, timeout: float = 3600) -> ClusterReport:
+        """Cluster the unknown tracks now: afresh (`full`; split and merged clusters are
+        kept), or only the tracks not in a cluster yet (what follows each indexed job)."""
+        result = self.client._run("facefleet.people_cluster", [bool(full)])
+        return ClusterReport.model_validate(_result(result, timeout))
+
+    def name(
+        self,
+        cluster_id: int,
+        name: str,
+        gallery: str = DEFAULT_GALLERY,
+        version: int | None = None,
+        timeout: float = 600,
+    ) -> NameReport:
+        """Name a cluster: its best faces enrolled in `gallery`, its past tracks renamed
+        in their results. With `version` (from `list`) it is refused if the cluster
+        changed since."""
+        _check_id(cluster_id, "cluster id")
+        _check_person(name)
+        check_store_name(gallery, "gallery name")
+        if version is not None:
+            _check_id(version, "cluster version")
+        result = self.client._run("facefleet.people_name", [cluster_id, name, gallery, version])
+        return NameReport.model_validate(_result(result, timeout))
+
+    def split(
+        self, cluster_id: int, tracks: Sequence[tuple[str, int]], timeout: float = 120
+    ) -> int:
+        """Move `tracks` ((job id, track id) pairs) out of a cluster into a new one;
+        returns the new cluster's id. Both are pinned: re-clustering keeps them."""
+        _check_id(cluster_id, "cluster id")
+        pairs = [_check_track(track) for track in tracks]
+        if not pairs:
+            raise InputError("no tracks given to split off")
+        result = self.client._run("facefleet.people_split", [cluster_id, pairs])
+        return int(_result(result, timeout)["new_cluster_id"])
+
+    def merge(self, into: int, others: Sequence[int], timeout: float = 120) -> int:
+        """Move every track of `others` into cluster `into` (pinned); returns how many
+        tracks moved."""
+        _check_id(into, "cluster id")
+        ids = [_check_id(other, "cluster id") for other in others]
+        if not ids:
+            raise InputError("no clusters given to merge")
+        if into in ids:
+            raise InputError(f"cannot merge cluster {into} into itself")
+        result = self.client._run("facefleet.people_merge", [into, ids])
+        return int(_result(result, timeout)["moved"])
+
+
 def _options(options: JobOptions | None, fields: dict[str, Any]) -> JobOptions:
     if options is not None and fields:
         raise TypeError("pass either options or its fields, not both")
@@ -411,15 +591,42 @@ def _check_person(person: str) -> None:
         raise InputError(f"invalid person name {person!r} (no path separators)")
 
 
+def _check_id(value: int, what: str) -> int:
+    """Cluster, track and version ids: non-negative integers."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError(f"invalid {what} {value!r} (expected a whole number >= 0)")
+    return value
+
+
+def _check_track(track: Sequence[Any]) -> list[Any]:
+    """A (job id, track id) pair, checked, as the tasks take it (a JSON list)."""
+    if isinstance(track, str) or len(track) != 2:
+        raise InputError(f"invalid track {track!r} (expected a (job id, track id) pair)")
+    job_id, track_id = track
+    return [check_job_id(job_id), _check_id(track_id, "track id")]
+
+
+# Refusals that are the user's to fix (a missing cluster, a cluster changed meanwhile):
+# matched by class name, which is all that Celery keeps of a worker's exception whose
+# module the client has not imported.
+_INPUT_ERRORS = frozenset({"InputError", "ArchiveConflict"})
+
+
 def _result(result: Any, timeout: float) -> Any:
-    """The return value of a task, with its error as a FacefleetError."""
+    """The return value of a task, with its error as a FacefleetError (an InputError for
+    a user's mistake)."""
     try:
         value = result.get(timeout=timeout, propagate=True)
-    except FacefleetError:
+    except InputError:
         raise
     except Exception as exc:
+        message = str(exc) or type(exc).__name__
+        if type(exc).__name__ in _INPUT_ERRORS:
+            raise InputError(message) from None
+        if isinstance(exc, FacefleetError):
+            raise
         # Celery rebuilds remote exceptions by class name; keep their message only.
-        raise FacefleetError(str(exc) or type(exc).__name__) from None
+        raise FacefleetError(message) from None
     return value
 
 

@@ -20,6 +20,7 @@ TASK_MODULES = (
     "facefleet.tasks.gallery",
     "facefleet.tasks.training",
     "facefleet.tasks.watchdog",
+    "facefleet.tasks.archive",
 )
 
 # The task that starts (or, published again, resumes) a job of each kind.
@@ -40,6 +41,19 @@ ROUTES = {
     "facefleet.train": "gpu",
     "facefleet.scheduled_retrain": "cpu",
     "facefleet.resume_stalled": "cpu",
+    # The archive: what embeds or enrolls runs where the extractor is loaded.
+    "facefleet.archive_search": "gpu",
+    "facefleet.people_cluster": "gpu",
+    "facefleet.people_name": "gpu",
+    "facefleet.track_correct": "gpu",
+    "facefleet.archive_maintenance": "gpu",
+    "facefleet.people_list": "cpu",
+    "facefleet.people_show": "cpu",
+    "facefleet.people_split": "cpu",
+    "facefleet.people_merge": "cpu",
+    "facefleet.person_forget": "cpu",
+    "facefleet.jobs_list": "cpu",
+    "facefleet.job_delete": "cpu",
 }
 
 
@@ -114,6 +128,11 @@ def _beat_schedule(settings: Settings) -> dict:
         when = schedule(settings.retrain_interval_s)
     if when is not None:
         entries["facefleet-retrain"] = {"task": "facefleet.scheduled_retrain", "schedule": when}
+    if settings.archive_url:
+        entries["facefleet-archive"] = {
+            "task": "facefleet.archive_maintenance",
+            "schedule": schedule(settings.retention_check_s),
+        }
     return entries
 
 

@@ -30,6 +30,7 @@ from facefleet.jobs.job_store import JobStore
 from facefleet.jobs.records import ChunkMeta, ChunkPlan, JobInput, JobKeys, JobPlan
 from facefleet.jobs.storage import ObjectNotFound
 from facefleet.tasks.app import app
+from facefleet.tasks.archive import archive_video
 from facefleet.tasks.common import JobTask, fan_out
 from facefleet.tasks.runtime import Runtime, get_runtime
 
@@ -202,6 +203,8 @@ def analyze_chunk(self: JobTask, job_id: str, k: int) -> None:
 def merge_video(self: JobTask, job_id: str) -> None:
     """Stitch the chunks' tracks, name each track (written as the output JSON: it is the
     job's result, not a copy of it), then start the render chord or the final step."""
+    from facefleet.archive.service import summaries_key
+    from facefleet.core.track_summary import summarize_tracks
     from facefleet.core.video_pipeline import ChunkResult, merge
 
     rt = get_runtime()
@@ -221,6 +224,15 @@ def merge_video(self: JobTask, job_id: str) -> None:
             raise InputError(f"a chunk result is missing ({exc})") from None
         pipeline = rt.registry.pipeline(plan.model_id, spec.gallery, spec.options)
         result = merge(chunks, plan.video, pipeline)
+        if plan.model_id is not None:
+            # What the archive keeps of each track, while the chunks' embeddings exist.
+            rt.store.put_model(
+                summaries_key(job_id),
+                summarize_tracks(
+                    chunks, pipeline.tracking, plan.model_id, rt.settings.archive_faces
+                ),
+                compress=True,
+            )
         rt.store.put_model(json_key, result)
     job.set_status("running", stage="render")
     if plan.render_parts:
@@ -279,6 +291,7 @@ def finalize_video(self: JobTask, job_id: str) -> None:
             out = finalize(parts, Path(tmp) / "out.mp4", audio)
             rt.store.put_file(video_key, out, "video/mp4")
     named = sorted({t.identity for t in result.tracks if t.identity})
+    indexed = archive_video(rt, job, plan, source, result)
     # Outputs first, then the intermediates go, status last: a job marked done has all of
     # its output and nothing else.
     job.finishing()
@@ -289,6 +302,7 @@ def finalize_video(self: JobTask, job_id: str) -> None:
         outputs=[video_key, json_key],
         summary={source.name: named},
         message=f"{result.frame_count} frames, {len(result.tracks)} tracks",
+        indexed=indexed,
     )
     # Cancelled while the outputs were written: they must not stay behind.
     job.cleanup(outputs=final.state != "done")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.data import shared_data_root
+from tests.postgres import postgres_server  # noqa: F401  (the fixture, for every test)
 
 
 @pytest.fixture(scope="session")

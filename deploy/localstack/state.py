@@ -60,7 +60,7 @@ def env_file_text(values: Mapping[str, str]) -> str:
     """stack.env: a shell that sources it reaches the stack (and nothing else)."""
     lines = [
         "# facefleet local stack: `source` this file to reach it. Contains secrets (mode 0600).",
-        "unset FACEFLEET_RESULT_BACKEND FACEFLEET_S3_REGION",
+        "unset FACEFLEET_RESULT_BACKEND FACEFLEET_S3_REGION FACEFLEET_ARCHIVE_URL",
         *(f"export {key}={shlex.quote(value)}" for key, value in values.items()),
     ]
     return "\n".join(lines) + "\n"

@@ -153,6 +153,11 @@ class JobStatus(BaseModel):
     summary: dict[str, list[str]] = Field(
         default_factory=dict, description="Per output name: the identities found"
     )
+    indexed: bool | None = Field(
+        default=None,
+        description="Video jobs: tracks recorded in the archive (false: not yet, the "
+        "archive was unreachable and a later pass indexes it; null: no archive)",
+    )
     created: datetime = Field(default_factory=now)
     updated: datetime = Field(default_factory=now)
 
@@ -267,6 +272,24 @@ class ModelPointer(BaseModel):
 
 
 MODEL_POINTER_KEY = "models/latest.json"
+
+
+class ModelLineage(BaseModel):
+    """`models/<id>/lineage.json`: where a promoted extractor came from."""
+
+    model_id: str
+    parent: str | None = Field(description="The extractor it was fine-tuned from")
+    run: str
+    data: str = Field(description="What it trained on")
+    labelled_faces: int = Field(default=0, description="Faces labelled by users among them")
+    recipe: dict = Field(description="The run's TrainOptions")
+    protocol: str
+    figures: dict[str, float | None] = Field(description="DIR at 1% FAR, child and parent")
+    promoted: datetime = Field(default_factory=now)
+
+
+def lineage_key(model_id: str) -> str:
+    return f"models/{check_store_name(model_id, 'model id')}/lineage.json"
 
 
 def model_key(model_id: str) -> str:

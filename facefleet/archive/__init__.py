@@ -1,0 +1,1 @@
+"""The archive of processed face tracks: PostgreSQL + pgvector."""
