@@ -190,10 +190,11 @@ class Settings(BaseSettings):
     retrain_epochs: int = Field(default=10, ge=1)
     retrain_max_people: int | None = Field(default=None, ge=2)
     retrain_lr: float = Field(
-        default=3e-4,
+        default=1e-4,
         gt=0,
-        description="Peak learning rate of the scheduled fine-tuning (a tenth of a run "
-        "from scratch: it refines the promoted model rather than relearning it).",
+        description="Peak learning rate of the scheduled fine-tuning (a twentieth of a run "
+        "from scratch: it refines the promoted model; at 3e-4 two epochs on 300 people cost "
+        "it 14 points of DIR, at 1e-4 it gained 1).",
     )
     # ---- The archive: every processed track, searchable (facefleet.archive). ----
     archive_url: str | None = Field(

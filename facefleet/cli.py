@@ -122,7 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_options(train, TrainOptions)
-    local = train.add_argument_group("local runs (not with --remote)")
+    local = train.add_argument_group(
+        "paths of a run (with --remote: --data, --data-only and --init-from are uploaded, "
+        "the others are the worker's own)"
+    )
     add_model_options(local, TrainConfig, LOCAL_TRAIN_OPTIONS)
     local.add_argument("--resume", action="store_true", help="continue the run in --out")
     remote = train.add_argument_group("remote runs")

@@ -228,16 +228,37 @@ class Client:
         options: TrainOptions | None = None,
         run: str | None = None,
         promote: bool = True,
+        data: str | Path | None = None,
+        data_only: bool = False,
+        init_from: str | Path | None = None,
         **fields: Any,
     ) -> TrainingJob:
         """Start a training run on a worker (in-process mode: here, until it ends).
         `options` is the recipe (or give its fields as keywords: `epochs=10`, `lr=1e-3`);
-        every field of `TrainOptions` travels with the run."""
+        every field of `TrainOptions` travels with the run. `data` (a folder of
+        <Person>/<image>) and `init_from` (a training state or extractor checkpoint) are
+        uploaded under training/<run>/ for the worker."""
         if options is not None and fields:
             raise TypeError("pass either options or its fields, not both")
         run = run or "run-" + uuid.uuid4().hex[:8]
-        training_prefix(run)  # validates the name
-        request = TrainRequest(run=run, options=options or TrainOptions(**fields), promote=promote)
+        prefix = training_prefix(run)  # validates the name
+        if data_only and data is None:
+            raise InputError("--data-only needs --data (a folder of <Person>/<image>)")
+        faces = _face_tree(Path(data)) if data is not None else []
+        if init_from is not None:
+            self._check_file(Path(init_from))
+        request = TrainRequest(
+            run=run,
+            options=options or TrainOptions(**fields),
+            promote=promote,
+            data_prefix=prefix + "data/" if faces else None,
+            data_only=data_only,
+            init_from_key=prefix + "init.pt" if init_from is not None else None,
+        )
+        for relative, path in faces:
+            self.store.put_file(prefix + "data/" + relative, path)
+        if init_from is not None:
+            self.store.put_file(prefix + "init.pt", Path(init_from))
         result = self._run("facefleet.train", [request.model_dump()], task_id=f"train-{run}")
         return TrainingJob(self, run, result)
 
@@ -578,6 +599,22 @@ class PeopleClient:
             raise InputError(f"cannot merge cluster {into} into itself")
         result = self.client._run("facefleet.people_merge", [into, ids])
         return int(_result(result, timeout)["moved"])
+
+
+def _face_tree(folder: Path) -> list[tuple[str, Path]]:
+    """The images of a <Person>/<image> folder as (relative key, path), refused before any
+    upload when it holds none or a person's name is not a plain name."""
+    if not folder.is_dir():
+        raise InputError("not a folder of <Person>/<image>", subject=folder)
+    out = []
+    for person in sorted(p for p in folder.iterdir() if p.is_dir()):
+        images = sorted(p for p in person.iterdir() if p.is_file() and is_image_path(p))
+        if images and not is_person_name(person.name):
+            raise InputError(f"invalid person name {person.name!r}", subject=person)
+        out += [(f"{person.name}/{p.name}", p) for p in images]
+    if not out:
+        raise InputError("no <Person>/<image> files (jpg, png) in it", subject=folder)
+    return out
 
 
 def _options(options: JobOptions | None, fields: dict[str, Any]) -> JobOptions:

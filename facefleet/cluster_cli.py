@@ -658,9 +658,17 @@ def train_remote(args: argparse.Namespace) -> int:
     """`facefleet train --remote`: the run goes to a gpu worker with every recipe option
     given; --wait follows it, printing each evaluation as it is reported."""
     from facefleet.core.errors import FacefleetError
-    from facefleet.training.records import LOCAL_TRAIN_OPTIONS, TrainOptions
+    from facefleet.training.records import (
+        LOCAL_TRAIN_OPTIONS,
+        UPLOADED_TRAIN_OPTIONS,
+        TrainOptions,
+    )
 
-    local = [f"--{n.replace('_', '-')}" for n in LOCAL_TRAIN_OPTIONS if getattr(args, n, None)]
+    local = [
+        f"--{n.replace('_', '-')}"
+        for n in LOCAL_TRAIN_OPTIONS
+        if n not in UPLOADED_TRAIN_OPTIONS and getattr(args, n, None)
+    ]
     if local or args.resume:
         named = ", ".join(local + (["--resume"] if args.resume else []))
         raise FacefleetError(
@@ -668,7 +676,13 @@ def train_remote(args: argparse.Namespace) -> int:
             "FACEFLEET_LFW_DIR and device; a remote run resumes by --run name)"
         )
     client = _client()
-    run = client.train(TrainOptions(**given(args, TrainOptions)), run=args.run)
+    run = client.train(
+        TrainOptions(**given(args, TrainOptions)),
+        run=args.run,
+        data=args.data,
+        data_only=bool(args.data_only),
+        init_from=args.init_from,
+    )
     print(run.run)
     if not args.wait:
         err.print(f"training run {run.run} queued", highlight=False)

@@ -2,7 +2,8 @@
 evaluation (best threshold and F1 per metric) through the Celery task state and to
 `training/<run>/progress.json`, keeps its checkpoints in S3 and resumes from them when it
 is redelivered or restarted, and promotes the extractor (`models/<id>/extractor.pt` plus
-`models/latest.json`) only if it beats the current one on DevTest.
+`models/latest.json`) only if it beats its parent head to head on the open-set
+identification protocol of `facefleet eval`, with its lineage in `models/<id>/lineage.json`.
 
 A Redis lock with a heartbeat keeps two copies of one run from facefleet.training at once: a
 redelivered copy that finds the lock alive stops; one that finds it expired (the first
@@ -26,7 +27,9 @@ from facefleet.core.names import METRICS
 from facefleet.core.schemas import CVResult
 from facefleet.jobs.records import (
     MODEL_POINTER_KEY,
+    ModelLineage,
     ModelPointer,
+    lineage_key,
     model_key,
     training_prefix,
 )
@@ -104,17 +107,6 @@ def _upload(store: ObjectStore, prefix: str, out: Path, sent: dict[str, float]) 
             sent[name] = path.stat().st_mtime
 
 
-def _current_accuracy(store: ObjectStore) -> tuple[str | None, float | None]:
-    pointer = store.get_model_or_none(MODEL_POINTER_KEY, ModelPointer)
-    if pointer is not None:
-        return pointer.model_id, pointer.devtest_accuracy
-    registry = get_runtime().registry
-    b0 = registry.extractor(registry.default_model_id("facefleet-b0"))
-    if b0 is None or b0.card.training is None or b0.card.training.devtest is None:
-        return None, None
-    return b0.model_id, b0.card.training.devtest.cosine.accuracy
-
-
 @app.task(bind=True, name="facefleet.train", autoretry_for=(StorageUnavailable,), max_retries=5)
 def train(self: Task, request: dict) -> dict:
     from facefleet.training.trainer import Trainer
@@ -157,12 +149,21 @@ def train(self: Task, request: dict) -> dict:
                 resume = resume or name == "latest.pt"
         sent = {name: (out / name).stat().st_mtime for name in SYNCED if (out / name).is_file()}
         report(state="preparing", message="resuming from S3" if resume else None)
+        data = _download_data(store, req.data_prefix, out / "data") if req.data_prefix else None
+        init = None
+        if req.init_from_key is not None and not resume:
+            init = store.get_file(req.init_from_key, out / "init.pt")
+        elif req.init_from_model is not None and not resume:
+            init = _download_model(req.init_from_model, out / "init.pt")
         config = TrainConfig(
             **req.options.model_dump(),
             lfw=rt.settings.lfw_dir,
             out=out,
             device=rt.settings.device,
             cache_dir=rt.settings.cache_dir,
+            data=data,
+            data_only=req.data_only,
+            init_from=init,
         )
 
         def on_epoch(epoch_report: Any) -> None:
@@ -192,61 +193,177 @@ def train(self: Task, request: dict) -> dict:
         )
         try:
             summary = trainer.run(resume=resume)
+            _upload(store, prefix, out, sent)
+            promoted, message = _promote(store, req, summary, config)
         except FacefleetError as exc:
             report(state="failed", message=str(exc))
             raise
-        _upload(store, prefix, out, sent)
-        promoted, message = _promote(store, req, summary, prefix)
         report(state="done", promoted=promoted, message=message, checkpoint=prefix + "latest.pt")
         return progress.model_dump(mode="json")
     finally:
         lock.release()
 
 
-def _promote(store: ObjectStore, req: TrainRequest, summary: Any, prefix: str) -> tuple[bool, str]:
+def _download_data(store: ObjectStore, prefix: str, folder: Path) -> Path:
+    """A `<prefix><Person>/<image>` tree from the store, as a --data folder."""
+    keys = [k for k in store.list(prefix) if not k.endswith("/")]
+    if not keys:
+        raise FacefleetError(f"no faces under {prefix} in the store (the --data upload)")
+    for key in keys:
+        relative = key[len(prefix) :]
+        if relative.count("/") != 1:
+            continue  # only <Person>/<image>
+        store.get_file(key, folder / relative)
+    return folder
+
+
+def _download_model(model_id: str, path: Path) -> Path:
+    """A stored (or this worker's shipped) extractor checkpoint to fine-tune from."""
+    from facefleet.core.extractors.b0 import shipped_checkpoint
+
+    rt = get_runtime()
+    if model_id == rt.registry.default_model_id("facefleet-b0"):
+        return shipped_checkpoint()
+    key = model_key(model_id)
+    if not rt.store.exists(key):
+        raise FacefleetError(f"cannot fine-tune {model_id}: {key} is not in the store")
+    return rt.store.get_file(key, path)
+
+
+def _parent(config: TrainConfig) -> Any:
+    """The extractor the child must beat: the one it was fine-tuned from, else the B0
+    that workers would use now (the promoted one, or the shipped release)."""
+    from facefleet.core.extractors.b0 import B0Extractor
+
+    if config.init_from is not None:
+        return B0Extractor.from_checkpoint(Path(config.init_from))
+    registry = get_runtime().registry
+    return registry.extractor(registry.current_model_id("facefleet-b0"))
+
+
+def _promote(
+    store: ObjectStore, req: TrainRequest, summary: Any, config: TrainConfig
+) -> tuple[bool, str]:
+    """Head to head on the identification protocol; the winner's lineage recorded."""
+    from facefleet.core.extractors.b0 import B0Extractor, load_checkpoint, save_checkpoint
+    from facefleet.training.promotion import head_to_head
+
     if not req.promote:
         return False, "promotion not asked for"
     if summary.extractor is None or summary.best is None:
         return False, "no extractor was exported"
-    if req.options.max_people is not None:
-        # A subset run evaluates on a slice of DevTest: not comparable with a release model.
-        return False, "not promoted: trained and evaluated on a subset (max_people)"
-    accuracy = float(summary.best.cosine.accuracy)
-    current_id, current = _current_accuracy(store)
-    if current is not None and accuracy <= current:
-        return (
-            False,
-            f"not promoted: DevTest {accuracy:.4f} does not beat {current_id} ({current:.4f})",
-        )
-    from facefleet.core.extractors.b0 import load_checkpoint
-
-    _, meta = load_checkpoint(summary.extractor)
+    rt = get_runtime()
+    child = B0Extractor.from_checkpoint(summary.extractor)
+    parent = _parent(config)
+    duel = head_to_head(
+        child,
+        parent,
+        Path(config.lfw),
+        rt.settings.cache_dir,
+        quick=config.max_people is not None,
+        device="cpu",
+        log=log.info,
+    )
+    if not duel.child_wins:
+        return False, f"not promoted: {duel.line()}"
+    model, meta = load_checkpoint(summary.extractor)
+    parent_id = parent.model_id if parent is not None else None
+    meta.training.parent_model = parent_id
+    meta = save_checkpoint(model, meta, summary.extractor, half=config.export_half)
     store.put_file(model_key(meta.model_id), summary.extractor)
+    labelled = config.data is not None and req.data_prefix is not None
+    store.put_model(
+        lineage_key(meta.model_id),
+        ModelLineage(
+            model_id=meta.model_id,
+            parent=parent_id,
+            run=req.run,
+            data=meta.training.data or "",
+            labelled_faces=_count_files(config.data) if labelled else 0,
+            recipe=req.options.model_dump(mode="json"),
+            protocol=duel.protocol,
+            figures={"child_dir": duel.child_dir, "parent_dir": duel.parent_dir},
+        ),
+    )
     store.put_model(
         MODEL_POINTER_KEY,
         ModelPointer(
             model_id=meta.model_id,
             key=model_key(meta.model_id),
-            devtest_accuracy=accuracy,
+            devtest_accuracy=float(summary.best.cosine.accuracy),
             # Workers name faces with it only if it also beats their default extractor here.
             identification_dir=meta.identification.at(0.01).dir if meta.identification else None,
             run=req.run,
             promoted=datetime.now(UTC),
         ),
     )
-    return True, f"promoted {meta.model_id}: DevTest {accuracy:.4f} (was {current})"
+    return True, f"promoted {meta.model_id}: {duel.line()}"
+
+
+def _count_files(folder: Path | None) -> int:
+    return sum(1 for p in folder.rglob("*") if p.is_file()) if folder else 0
+
+
+def export_labelled_faces(store: ObjectStore, prefix: str) -> int:
+    """The faces users labelled, as a `<Person>/<image>` tree under `prefix`: every
+    gallery's samples (their stored face regions) and, with an archive, the faces of
+    corrected tracks and named clusters. Returns how many."""
+    from facefleet.archive.connect import open_archive
+    from facefleet.archive.store import ArchiveUnavailable
+    from facefleet.core.images import encode_jpeg
+    from facefleet.jobs.galleries import list_galleries
+    from facefleet.jobs.gallery_store import load_gallery
+
+    rt = get_runtime()
+    count = 0
+    for name in list_galleries(store):
+        gallery = load_gallery(store, name, None)
+        if gallery is None:
+            continue
+        for i, (sample, region) in enumerate(zip(gallery.samples, gallery.regions, strict=True)):
+            store.put_bytes(
+                f"{prefix}{sample.person}/gallery-{name}-{i:05d}.jpg",
+                encode_jpeg(region),
+                "image/jpeg",
+            )
+            count += 1
+    try:
+        archive = open_archive(rt.settings)
+        labelled = archive.labelled() if archive is not None else []
+    except ArchiveUnavailable as exc:
+        log.warning("retraining without the archive's labelled faces: %s", exc)
+        labelled = []
+    for i, (person, _, region, _) in enumerate(labelled):
+        if store.exists(region):
+            store.copy(region, f"{prefix}{person}/archive-{i:05d}.jpg")
+            count += 1
+    return count
 
 
 @app.task(name="facefleet.scheduled_retrain")
 def scheduled_retrain() -> str:
-    """Fired by celery beat: starts a retraining run named after the time."""
-    settings = get_runtime().settings
+    """Fired by celery beat: fine-tunes the current B0 (promoted, else the release) with
+    the teacher online, on LFW DevTrain plus the faces users labelled; promoted only if it
+    beats its parent on the identification protocol."""
+    rt = get_runtime()
+    settings = rt.settings
     run = "scheduled-" + datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    data_prefix = training_prefix(run) + "data/"
+    labelled = export_labelled_faces(rt.store, data_prefix)
     request = TrainRequest(
         run=run,
         options=TrainOptions(
-            epochs=settings.retrain_epochs, max_people=settings.retrain_max_people
+            epochs=settings.retrain_epochs,
+            max_people=settings.retrain_max_people,
+            distill="dlib-online",
+            # Gentle: the parent was distilled already, and a strong pull to the teacher's
+            # geometry first undoes what it knew (measured: see FACEFLEET_RETRAIN_LR).
+            distill_weight=1.0,
+            lr=settings.retrain_lr,
+            warmup_epochs=0.0,
         ),
+        data_prefix=data_prefix if labelled else None,
+        init_from_model=rt.registry.current_model_id("facefleet-b0"),
     )
     train.apply_async(args=[request.model_dump()], task_id=f"train-{run}")
     return run

@@ -61,7 +61,7 @@ def test_unset_flags_keep_the_model_defaults() -> None:
     ("argv", "message"),
     [
         (["train", "--epochs", "0", "--lfw", "l", "--out", "o"], "--epochs"),
-        (["train", "--remote", "--init-from", "x.pt"], "--init-from"),
+        (["train", "--remote", "--device", "cpu"], "--device"),
         (["train", "--epochs", "2"], "local training needs --lfw and --out"),
         (["submit", "x.mp4", "--every", "0"], "--every"),
     ],

@@ -203,9 +203,24 @@ def test_fine_tuning_starts_from_an_earlier_run(
             if tensor.is_floating_point() and "running_" not in name:
                 assert torch.allclose(tensor, after[part][name], atol=1e-6), name
 
-    # The inference checkpoint is not a training state: refused with a reason.
+    # An inference checkpoint (a promoted model, the release) gives the network alone; the
+    # new ArcFace head starts at each person's mean embedding.
+    lines.clear()
     config = config.model_copy(
         update={"out": tmp_path / "again", "init_from": source / "extractor.pt"}
     )
-    with pytest.raises(FacefleetError, match="not a training state"):
+    Trainer(config, log=lines.append, progress=False).run()
+    assert any("ArcFace head from each person's mean embedding" in line for line in lines)
+    exported = torch.load(source / "extractor.pt", weights_only=True)["state_dict"]
+    after = torch.load(tmp_path / "again" / "latest.pt", weights_only=True)
+    for name, tensor in exported.items():
+        if tensor.is_floating_point() and "running_" not in name:
+            assert torch.allclose(tensor.float(), after["model"][name], atol=1e-3), name
+
+    # Anything else is refused with a reason.
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    config = config.model_copy(
+        update={"out": tmp_path / "third", "init_from": tmp_path / "junk.pt"}
+    )
+    with pytest.raises(FacefleetError, match="cannot start from"):
         Trainer(config, progress=False).run()

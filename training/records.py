@@ -98,11 +98,32 @@ class TrainConfig(TrainOptions):
 
 
 class TrainRequest(BaseModel):
-    """What a remote training run is asked to do."""
+    """What a remote training run is asked to do: the recipe, and the remote forms of a
+    local run's paths (`--data` and `--init-from` as objects in the store)."""
 
     run: str
     options: TrainOptions = Field(default_factory=TrainOptions)
-    promote: bool = Field(default=True, description="promote the extractor if it is better")
+    promote: bool = Field(
+        default=True,
+        description="promote the extractor if it beats the current one (head to head on "
+        "the open-set identification protocol of `facefleet eval`)",
+    )
+    data_prefix: str | None = Field(
+        default=None,
+        description="your own faces in the store: <prefix><Person>/<image> (`train --remote "
+        "--data DIR` uploads DIR there)",
+    )
+    data_only: bool = Field(default=False, description="train on data_prefix alone")
+    init_from_key: str | None = Field(
+        default=None,
+        description="fine-tune from a training state or extractor checkpoint in the store "
+        "(`train --remote --init-from FILE` uploads FILE there)",
+    )
+    init_from_model: str | None = Field(
+        default=None,
+        description="fine-tune a stored extractor (models/<id>/extractor.pt, or the shipped "
+        "B0's id); the scheduled retraining passes the promoted one",
+    )
 
 
 class MetricBest(BaseModel):
@@ -145,7 +166,10 @@ class TrainProgress(BaseModel):
     message: str | None = None
 
 
-# The fields of a local run that a remote one does not take (a worker has its own paths).
+# The fields of a local run beyond the recipe: its paths.
 LOCAL_TRAIN_OPTIONS: tuple[str, ...] = tuple(
     name for name in TrainConfig.model_fields if name not in TrainOptions.model_fields
 )
+# Of those, what a remote run takes too, uploaded to the store (TrainRequest.data_prefix,
+# .data_only, .init_from_key); the others are the worker's own (its LFW, device, caches).
+UPLOADED_TRAIN_OPTIONS: tuple[str, ...] = ("data", "data_only", "init_from")

@@ -5,10 +5,18 @@ Every `eval_every` epochs the extractor is evaluated on the DevTest pairs (peopl
 from facefleet.training) and the best threshold with its F1 is reported for cosine and euclidean.
 The full training state is written after every epoch, so a killed run loses at most the
 epoch in progress and `resume` continues exactly there.
+
+Several devices: `torchrun --nproc-per-node=N -m facefleet.cli train ...` (see
+facefleet.training.distributed). The batch stays global: each of the N processes trains on
+batch_size / N images of every batch (the same seeded order and augmentation as one
+process), DistributedDataParallel averages the gradients, so a step is the one process's
+step up to BatchNorm statistics (per process) and float error. Rank 0 alone evaluates,
+writes metrics, plots and checkpoints; the others wait for it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -42,6 +50,7 @@ from facefleet.training.augment import (
     consistent_views,
     view_maps,
 )
+from facefleet.training.distributed import Distributed, launch
 from facefleet.training.evaluate import calibrated_thresholds, evaluate_pairs
 from facefleet.training.evaluation_report import identification_and_impostors
 from facefleet.training.facecache import FaceCache, lfw_face_cache
@@ -104,6 +113,7 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.out = Path(config.out)
         self.teacher: Any = None  # dlib-online: dlib's network, loaded by run()
+        self.dist = Distributed(device=self.device)  # one process until run() launches
 
     # ---- data ---------------------------------------------------------------------------
 
@@ -291,6 +301,46 @@ class Trainer:
             embedding_size=cfg.embedding_size,
         )
 
+    def _wrap(self) -> None:
+        """The module a training step calls: network, ArcFace head and projection in one
+        (`_Objective`), under torchrun in one DistributedDataParallel, which averages the
+        gradients of all three. Wrapped after any loaded state: DDP starts every process
+        from rank 0's weights."""
+        self.objective = _Objective(
+            self.model,
+            self.head,
+            self.projection,
+            self.config.distill_weight,
+            self.amp,
+            every_parameter=self.dist.active,
+        )
+        self.net: torch.nn.Module = self.objective
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            cuda = self.device.startswith("cuda")
+            self.net = DistributedDataParallel(
+                self.objective, device_ids=[self.dist.local_rank] if cuda else None
+            )
+
+    def _check_same_data(self) -> None:
+        """Every process must train on the same faces in the same order (one --lfw, --data
+        and cache seen alike, e.g. on a shared disk)."""
+        if not self.dist.active:
+            return
+        digest = hashlib.sha256(
+            json.dumps([self.class_names, self.train_paths, self.data_paths]).encode()
+        )
+        digest.update(self.train_labels.tobytes())
+        mine = (self.n_train, len(self.class_names), digest.hexdigest())
+        main = self.dist.broadcast(mine)
+        if mine != main:
+            raise FacefleetError(
+                f"rank {self.dist.rank} sees other training data than rank 0 ({mine[0]} "
+                f"images of {mine[1]} people against {main[0]} of {main[1]}): every process "
+                "needs the same --lfw, --data and cache"
+            )
+
     # ---- state --------------------------------------------------------------------------
 
     def _state(self, epoch: int) -> dict[str, Any]:
@@ -308,6 +358,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "history": self.history,
             "best": self.best,
+            "world_size": self.dist.world_size,
         }
 
     def _save_state(self, name: str, epoch: int) -> None:
@@ -330,6 +381,43 @@ class Trainer:
             raise FacefleetError(f"{path} is a training state of another version")
         return state
 
+    def _prototype_head(self) -> None:
+        """A new ArcFace head on a trained network: each person's class weight is their
+        mean embedding, so the first steps refine the network instead of pulling it
+        towards random class centres (which undoes much of what it knew)."""
+        from facefleet.core.extractors.b0 import B0Extractor
+
+        crops = self._train_crops(ARCFACE_112.scaled(self.config.input_size))
+        extractor = B0Extractor(self.model, self.meta, self.device, batch_size=256)
+        vectors = torch.from_numpy(extractor.embed(crops))
+        self.model.train()
+        labels = torch.from_numpy(self.train_labels)
+        centres = torch.zeros(len(self.class_names), vectors.shape[1])
+        centres.index_add_(0, labels, vectors)
+        centres = F.normalize(centres, dim=1)
+        with torch.no_grad():
+            self.head.weight.copy_(centres.to(self.head.weight.device))
+
+    def _read_init(self, path: Path) -> dict[str, Any]:
+        """What fine-tuning starts from: a training state (latest.pt or best.pt: network,
+        head, projection), or an exported extractor (extractor.pt, a promoted model, the
+        release B0: the network alone)."""
+        from facefleet.core.extractors.b0 import CHECKPOINT_FORMAT, load_checkpoint
+
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise FacefleetError(f"cannot start from {path}: {exc}") from None
+        if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+            model, meta = load_checkpoint(path)
+            if meta.embedding_size != self.config.embedding_size:
+                raise FacefleetError(
+                    f"{path} embeds in {meta.embedding_size} dimensions, this run in "
+                    f"{self.config.embedding_size}"
+                )
+            return {"model": model.state_dict(), "classes": None, "epoch": meta.training.epoch}
+        return self._read_state(path, "start from")
+
     def _load_state(self, path: Path) -> int:
         state = self._read_state(path, "resume from")
         if state["classes"] != self.class_names:
@@ -349,6 +437,14 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.history = list(state["history"])
         self.best = state["best"]
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.dist.world_size:
+            # The batch is global (see the module's docstring): schedule and optimizer state
+            # mean the same whatever the number of processes.
+            self.log(
+                f"{path} was saved by {saved_world} process(es); continuing with "
+                f"{self.dist.world_size} (the same global batch of {self.config.batch_size})"
+            )
         return int(state["epoch"])
 
     def _init_weights(self, state: dict[str, Any], path: Path | None) -> None:
@@ -362,6 +458,9 @@ class Trainer:
         if state["classes"] == self.class_names:
             self.head.load_state_dict(state["head"])
             kept.append("ArcFace head")
+        else:
+            self._prototype_head()
+            kept.append("ArcFace head from each person's mean embedding")
         if self.projection is not None and state.get("projection"):
             self.projection.load_state_dict(state["projection"])
             kept.append("distillation projection")
@@ -370,13 +469,33 @@ class Trainer:
     # ---- loop ---------------------------------------------------------------------------
 
     def run(self, resume: bool = False) -> TrainReport:
+        """Train (or continue) the run in `out`; under torchrun, as this process's part."""
+        self.dist = launch(self.device, self.config.batch_size)
+        try:
+            return self._run(resume)
+        finally:
+            self.dist.close()
+
+    def _run(self, resume: bool) -> TrainReport:
         cfg = self.config
+        self.device = self.dist.device
+        if not self.dist.is_main:
+            # Rank 0 reports, writes and calls back; the others only train.
+            self.log = _silent
+            self.progress = False
+            self.on_epoch = self.on_eval = self.on_checkpoint = None
+        elif self.dist.active:
+            self.log(
+                f"distributed: {self.dist.world_size} processes ({self.dist.backend}), "
+                f"{cfg.batch_size // self.dist.world_size} images each of every batch of "
+                f"{cfg.batch_size}"
+            )
         latest = self.out / "latest.pt"
         # Refuse before any data preparation (aligning, teacher descriptors: minutes of work).
         if resume and not latest.is_file():
             raise FacefleetError(f"nothing to resume: {latest} does not exist")
         init_state = (
-            self._read_state(Path(cfg.init_from), "start from")
+            self._read_init(Path(cfg.init_from))
             if cfg.init_from is not None and not resume
             else None
         )
@@ -395,7 +514,9 @@ class Trainer:
         self.teacher = self._load_teacher() if cfg.distill == "dlib-online" else None
         self.out.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        self._prepare_data()
+        # Rank 0 aligns and caches first; the others then read its caches.
+        self.dist.main_first(self._prepare_data)
+        self._check_same_data()
         self._build()
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
@@ -408,23 +529,30 @@ class Trainer:
             self.log(f"resuming after epoch {done} of {cfg.epochs} from {latest}")
             # The metrics file may hold records of the epoch that was cut short: rewrite it
             # from the saved history so every epoch appears exactly once.
-            (self.out / "metrics.jsonl").write_text(
-                "".join(json.dumps(r) + "\n" for r in self.history), encoding="utf-8"
-            )
+            if self.dist.is_main:
+                (self.out / "metrics.jsonl").write_text(
+                    "".join(json.dumps(r) + "\n" for r in self.history), encoding="utf-8"
+                )
+        self._wrap()
         images_seen, train_seconds = 0, 0.0
         for epoch in range(first, cfg.epochs + 1):
             report = self._train_epoch(epoch)
             images_seen += self.n_train
             train_seconds += report.seconds
             self.history.append({"type": "epoch", **report.model_dump()})
-            self._append_metrics({"type": "epoch", **report.model_dump()})
-            if self.on_epoch:
-                self.on_epoch(report)
-            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-                self._evaluate(epoch)
-            self._save_state("latest.pt", epoch)
-            if self.on_checkpoint:
-                self.on_checkpoint(epoch)
+            if self.dist.is_main:
+                self._append_metrics({"type": "epoch", **report.model_dump()})
+                if self.on_epoch:
+                    self.on_epoch(report)
+                if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                    self._evaluate(epoch)
+                self._save_state("latest.pt", epoch)
+                if self.on_checkpoint:
+                    self.on_checkpoint(epoch)
+            # The others wait while rank 0 evaluates and writes (the checkpoint exists once).
+            self.dist.barrier()
+        # Rank 0's evaluations, so every process reports the same run.
+        self.history, self.best = self.dist.broadcast((self.history, self.best))
         if first > cfg.epochs:
             self.log(f"run already complete ({cfg.epochs} epochs)")
         extractor = self.out / "extractor.pt"
@@ -455,7 +583,11 @@ class Trainer:
         return cfg.margin
 
     def _train_epoch(self, epoch: int) -> EpochReport:
+        """One epoch. Under torchrun every process draws the same order and augmentation
+        as one process would and trains on its slice of each batch (see the module's
+        docstring); the epoch's loss is the mean over every process's faces."""
         cfg = self.config
+        world = self.dist.world_size
         self.model.train()
         self.head.train()
         self.head.set_margin(self._margin_for(epoch))
@@ -466,58 +598,69 @@ class Trainer:
         total_loss, total_distill, seen = 0.0, 0.0, 0
         start = time.perf_counter()
         for s in range(0, len(order), cfg.batch_size):
-            idx = order[s : s + cfg.batch_size]
-            if len(idx) < 2:
+            batch = order[s : s + cfg.batch_size]
+            if len(batch) < 2:
                 continue  # BatchNorm cannot train on a single sample
+            part, share = self.dist.shard(len(batch))
+            idx = batch[part]
             if isinstance(self.train_source, torch.Tensor):
-                x = self.train_source[torch.from_numpy(idx).to(self.device)]
+                x = self.train_source[torch.from_numpy(batch).to(self.device)]
             else:
-                x = torch.from_numpy(self.train_source[idx])
-            y = torch.from_numpy(self.train_labels[idx]).to(self.device)
-            distill: torch.Tensor | None = None
+                x = torch.from_numpy(self.train_source[batch])
+            labels = torch.from_numpy(self.train_labels[batch]).to(self.device)
             if self.teacher is not None:
-                loss, distill = self._online_loss(x, idx, y, aug_gen)
+                loss, distill = self._online_loss(x, batch, labels, aug_gen, part, share > 0)
             else:
-                x = augment_batch(x, aug_gen, self.meta.mean, self.meta.std)
+                # The whole batch is augmented (the same random draws as one process), this
+                # process's slice trained on.
+                x = augment_batch(x, aug_gen, self.meta.mean, self.meta.std)[part]
                 if self.amp:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.amp):
-                    embeddings = self.model(x)
-                loss = F.cross_entropy(self.head(embeddings, y), y)
-                if self.projection is not None and self.teacher_vectors is not None:
-                    distill = _distill_loss(
-                        embeddings.float(),
-                        self.projection,
-                        torch.from_numpy(self.teacher_vectors[idx]).to(self.device),
-                    )
-                    loss = loss + cfg.distill_weight * distill
+                targets = (
+                    torch.from_numpy(self.teacher_vectors[idx]).to(self.device)
+                    if self.projection is not None and self.teacher_vectors is not None
+                    else None
+                )
+                loss, distill = self.net(x, labels[part], targets=targets)
+            # DDP averages the processes' gradients; weighted by `share` they make the
+            # gradient of the whole batch's mean loss (uneven last batches included).
             self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(loss if share == 1.0 else loss * share).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
             step_loss = float(loss.detach())
             step_distill = float(distill.detach()) if distill is not None else None
             self.steps.append({"epoch": epoch, "loss": step_loss, "distill": step_distill})
-            total_loss += step_loss * len(idx)
-            total_distill += (step_distill or 0.0) * len(idx)
-            seen += len(idx)
+            faces = len(idx) if share > 0 else 0  # an idle process's faces are another's
+            total_loss += step_loss * faces
+            total_distill += (step_distill or 0.0) * faces
+            seen += faces
             elapsed = time.perf_counter() - start
-            bar.update(len(idx))
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", img_s=f"{seen / elapsed:.0f}")
+            bar.update(len(batch))
+            bar.set_postfix(
+                loss=f"{total_loss / max(1, seen):.3f}", img_s=f"{seen * world / elapsed:.0f}"
+            )
         bar.close()
+        total_loss, total_distill, all_seen = self.dist.sum([total_loss, total_distill, seen])
         seconds = time.perf_counter() - start
         return EpochReport(
             epoch=epoch,
-            loss=total_loss / max(1, seen),
-            distill_loss=total_distill / max(1, seen) if self.projection is not None else None,
+            loss=total_loss / max(1, all_seen),
+            distill_loss=total_distill / max(1, all_seen) if self.projection is not None else None,
             lr=float(self.scheduler.get_last_lr()[0]),
-            images_per_s=seen / seconds if seconds else 0.0,
+            images_per_s=all_seen / seconds if seconds else 0.0,
             seconds=seconds,
         )
 
     def _online_loss(
-        self, canvases: torch.Tensor, idx: np.ndarray, y: torch.Tensor, generator: torch.Generator
+        self,
+        canvases: torch.Tensor,
+        batch: np.ndarray,
+        labels: torch.Tensor,
+        generator: torch.Generator,
+        part: slice,
+        counted: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Consistent distillation (Beyer et al., CVPR 2022): the teacher runs on the very
         augmented, mixed batch the student sees, so the student matches the teacher's
@@ -535,10 +678,17 @@ class Trainer:
 
         ArcFace stays on the labels, weighted by the mix: a face that is `w` itself and
         `1 - w` another counts `w` for its own label and `1 - w` for the other's.
+
+        Under torchrun the views of the whole batch are cut (the same augmentation and mix
+        as one process; a partner may lie in another process's slice), the teacher and the
+        student run on this process's slice `part`, and the running centre is updated
+        with the mean of the whole batch, the same in every process (a process whose slice
+        is not `counted`, see Distributed.shard, adds nothing). The relational term compares
+        the faces of the slice only.
         """
         cfg = self.config
-        maps = self.view_maps_t[torch.from_numpy(idx).to(self.device)]
-        batch = consistent_views(
+        maps = self.view_maps_t[torch.from_numpy(batch).to(self.device)]
+        views = consistent_views(
             canvases.to(self.device),
             maps,
             (cfg.input_size, DLIB_150.size),
@@ -547,28 +697,39 @@ class Trainer:
             mix_prob=cfg.mix_prob,
             mix_alpha=cfg.mix_alpha,
         )
-        student = _normalize(batch.views[0], self.meta.mean, self.meta.std)
-        teacher_in = dlib_input(batch.views[1], self.teacher)
+        student = _normalize(views.views[0][part], self.meta.mean, self.meta.std)
+        teacher_in = dlib_input(views.views[1][part], self.teacher)
         if self.amp:
             student = student.contiguous(memory_format=torch.channels_last)
             teacher_in = teacher_in.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.amp):
-            with torch.no_grad():
-                teacher = F.normalize(self.teacher(teacher_in).float(), dim=1)
-            embeddings = self.model(student)
-        targets = self._centred(teacher)
-        other = y[batch.partner]
-        w = batch.weight
-        arcface = w * F.cross_entropy(self.head(embeddings, y), y, reduction="none") + (
-            1 - w
-        ) * F.cross_entropy(self.head(embeddings, other), other, reduction="none")
-        assert self.projection is not None
-        distill = _distill_loss(embeddings.float(), self.projection, targets)
-        return arcface.mean() + cfg.distill_weight * distill, distill
+        with (
+            torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.amp),
+            torch.no_grad(),
+        ):
+            teacher = F.normalize(self.teacher(teacher_in).float(), dim=1)
+        targets = self._centred(teacher, counted=counted)
+        loss, distill = self.net(
+            student,
+            labels[part],
+            other=labels[views.partner[part]],
+            weight=views.weight[part],
+            targets=targets,
+        )
+        assert distill is not None
+        return loss, distill
 
-    def _centred(self, teacher: torch.Tensor, momentum: float = 0.99) -> torch.Tensor:
-        """Unit teacher descriptors minus their running mean, made unit again."""
-        batch_mean = teacher.mean(dim=0)
+    def _centred(
+        self, teacher: torch.Tensor, momentum: float = 0.99, counted: bool = True
+    ) -> torch.Tensor:
+        """Unit teacher descriptors minus their running mean, made unit again. Under
+        torchrun the batch's mean is over every process's slice, so the running mean stays
+        the same in all of them."""
+        if self.dist.active:
+            total = torch.cat([teacher.sum(dim=0), teacher.new_full((1,), len(teacher))])
+            total = self.dist.sum_(total if counted else torch.zeros_like(total))
+            batch_mean = total[:-1] / total[-1]
+        else:
+            batch_mean = teacher.mean(dim=0)
         if self.teacher_mean is None:
             self.teacher_mean = batch_mean
         else:
@@ -636,6 +797,67 @@ class Trainer:
     def _append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+
+
+class _Objective(torch.nn.Module):
+    """A training step's loss from its inputs: every trained module in one, so one
+    DistributedDataParallel wrapper sees (and averages the gradients of) all of them.
+
+    `other` and `weight` (dlib-online's mixing): a face that is `weight` itself and
+    `1 - weight` the face labelled `other` counts that much for each label. `targets`: the
+    teacher's descriptors, matched through the projection (`_distill_loss`).
+
+    `every_parameter` (under DDP, which must see every parameter in every process's step):
+    where a slice has under two teacher targets and `_distill_loss` leaves the projection
+    out, it joins the loss with zero weight, a zero gradient (cheaper and quieter than
+    DDP's search for unused parameters, and the same average)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        head: ArcFaceHead,
+        projection: torch.nn.Module | None,
+        distill_weight: float,
+        amp: bool,
+        every_parameter: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.head = head
+        self.projection = projection
+        self.distill_weight = distill_weight
+        self.amp = amp
+        self.every_parameter = every_parameter
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        other: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.amp):
+            embeddings = self.model(x)
+        if other is None or weight is None:
+            loss = F.cross_entropy(self.head(embeddings, y), y)
+        else:
+            loss = (
+                weight * F.cross_entropy(self.head(embeddings, y), y, reduction="none")
+                + (1 - weight)
+                * F.cross_entropy(self.head(embeddings, other), other, reduction="none")
+            ).mean()
+        distill: torch.Tensor | None = None
+        if self.projection is not None and targets is not None:
+            distill = _distill_loss(embeddings.float(), self.projection, targets)
+            if self.every_parameter and distill.grad_fn is None:
+                distill = distill + 0.0 * sum(p.sum() for p in self.projection.parameters())
+            loss = loss + self.distill_weight * distill
+        return loss, distill
+
+
+def _silent(message: str) -> None:
+    """The log of a process other than rank 0."""
 
 
 def _distill_loss(
