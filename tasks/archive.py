@@ -24,6 +24,7 @@ from facefleet.tasks.runtime import Runtime, get_runtime
 
 if TYPE_CHECKING:
     from facefleet.core.schemas import VideoResult
+    from facefleet.core.track_summary import TrackSummaries
 
 log = logging.getLogger("facefleet.tasks.archive")
 
@@ -78,14 +79,16 @@ def archive_video(
     return indexed
 
 
-def index_pending(rt: Runtime, job_id: str, result: VideoResult, summaries: object) -> bool | None:
+def index_pending(
+    rt: Runtime, job_id: str, result: VideoResult, summaries: TrackSummaries
+) -> bool | None:
     from facefleet.archive.service import index_job
 
     try:
         archive = open_archive(rt.settings)
         if archive is None:
             return None
-        index_job(archive, job_id, result, summaries, datetime.now(UTC))  # type: ignore[arg-type]
+        index_job(archive, job_id, result, summaries, datetime.now(UTC))
     except ArchiveUnavailable as exc:
         log.warning("job %s: not indexed yet: %s", job_id, exc)
         return False

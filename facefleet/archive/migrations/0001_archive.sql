@@ -49,7 +49,7 @@ CREATE TABLE tracks (
     UNIQUE (job_id, track_id)
 );
 CREATE INDEX tracks_cluster ON tracks (cluster_id);
-CREATE INDEX tracks_name ON tracks ((coalesce(corrected, identity)));
+CREATE INDEX tracks_name ON tracks ((CASE WHEN is_corrected THEN corrected ELSE identity END));
 
 -- A track's best faces: embedding, quality, and the stored region (object key) with its
 -- landmarks, from which any extractor re-embeds it and a gallery enrolls it.
