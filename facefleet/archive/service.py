@@ -11,7 +11,7 @@ job's result JSON, which corrections rewrite (the original name kept beside the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -418,18 +418,22 @@ def enroll_track_faces(
     return len(faces)
 
 
-def rename_in_result(store: ObjectStore, job_id: str, names: dict[int, str | None]) -> int:
-    """Rewrite a job's result JSON with the corrected names of `names` (track -> name),
-    the name given at processing time kept as `original_identity`. Returns files rewritten."""
-    status = JobStore(store, job_id).status()
-    written = 0
-    for key in status.outputs:
+def _video_results(store: ObjectStore, job_id: str) -> Iterator[tuple[str, VideoResult]]:
+    """(key, result) of each video result JSON among a job's outputs."""
+    for key in JobStore(store, job_id).status().outputs:
         if not key.endswith(".json"):
             continue
         try:
-            result = store.get_model(key, VideoResult)
+            yield key, store.get_model(key, VideoResult)
         except ObjectNotFound:
             continue
+
+
+def rename_in_result(store: ObjectStore, job_id: str, names: dict[int, str | None]) -> int:
+    """Rewrite a job's result JSON with the corrected names of `names` (track -> name),
+    the name given at processing time kept as `original_identity`. Returns files rewritten."""
+    written = 0
+    for key, result in _video_results(store, job_id):
         changed = False
         for track in result.tracks:
             if track.track_id not in names:
@@ -454,17 +458,9 @@ def forget_in_results(store: ObjectStore, job_ids: Sequence[str], person: str) -
     """Remove `person` from the results of `job_ids`: names, originals, raw matches."""
     written = 0
     for job_id in job_ids:
-        try:
-            status = JobStore(store, job_id).status()
-        except ObjectNotFound:
+        if not store.exists(JobStore(store, job_id).keys.status):
             continue
-        for key in status.outputs:
-            if not key.endswith(".json"):
-                continue
-            try:
-                result = store.get_model(key, VideoResult)
-            except ObjectNotFound:
-                continue
+        for key, result in _video_results(store, job_id):
             for track in result.tracks:
                 if track.identity == person:
                     track.identity, track.similarity, track.corrected = None, None, True
