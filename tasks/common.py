@@ -17,6 +17,7 @@ from facefleet.jobs.job_store import JobStore
 from facefleet.jobs.records import ChunkPlan, JobKeys, JobPlan, check_job_id
 from facefleet.jobs.storage import ObjectNotFound, StorageUnavailable
 from facefleet.tasks.runtime import get_runtime
+from facefleet.tasks.webhooks import announce_end
 
 log = logging.getLogger("facefleet.tasks")
 
@@ -74,6 +75,7 @@ class JobTask(Task):
                 f"{self.name} {list(args[1:])} was started {deliveries - 1} times and its "
                 "worker died each time (a poison input?); the job is stopped"
             )
+            announce_end(get_runtime().settings, job.store, job.job_id)
             log.error("job %s: %s delivered %d times, job failed", args[0], self.name, deliveries)
             raise Ignore()
 
@@ -92,6 +94,7 @@ class JobTask(Task):
         try:
             job = self.jobs(args[0])
             job.fail(f"{self.name.removeprefix('facefleet.')}: {describe(exc)}")
+            announce_end(get_runtime().settings, job.store, job.job_id)
         except Exception:  # the store may be the thing that is down
             log.exception("job %s: could not record the failure", args[0])
 

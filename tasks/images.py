@@ -6,12 +6,15 @@ cancelled job never leaves outputs that look complete."""
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 from facefleet.jobs.records import ChunkPlan, ImageChunkResult, ImageOutcome, JobPlan
 from facefleet.tasks.app import app
 from facefleet.tasks.common import JobTask, fan_out
+from facefleet.tasks.metrics import record_chunk
 from facefleet.tasks.runtime import get_runtime
+from facefleet.tasks.webhooks import announce_end
 
 
 @app.task(base=JobTask, bind=True, name="facefleet.plan_images")
@@ -60,6 +63,8 @@ def recognize_images(self: JobTask, job_id: str, k: int) -> None:
             rt.store.get_file(item.key, Path(tmp) / f"{number}{Path(item.key).suffix}")
             for number, item in zip(numbers, items, strict=True)
         ]
+        started = time.perf_counter()
+        # A generator: the images are analysed as the loop below draws them.
         processed = pipeline.process_images(paths, [item.source for item in items])
         for number, item, done in zip(numbers, items, processed, strict=True):
             if done.error is not None or done.result is None or done.image is None:
@@ -81,8 +86,11 @@ def recognize_images(self: JobTask, job_id: str, k: int) -> None:
                     identities=sorted({f.identity for f in faces if f.identity}),
                 )
             )
+        seconds = time.perf_counter() - started
     rt.store.put_model(keys.chunk_result(k), ImageChunkResult(outcomes=outcomes))
     job.keep_if_running(keys.chunk_result(k), *written)
+    faces = sum(o.faces for o in outcomes)
+    record_chunk(rt.settings, len(items), faces, seconds, "images")
 
 
 @app.task(base=JobTask, bind=True, name="facefleet.finalize_images")
@@ -130,3 +138,4 @@ def finalize_images(self: JobTask, job_id: str) -> None:
         message=f"{done} image(s) processed" + (f", {len(errors)} failed" if errors else ""),
     )
     job.cleanup(outputs=final.state != "done")
+    announce_end(rt.settings, rt.store, job_id)

@@ -32,7 +32,9 @@ from facefleet.jobs.storage import ObjectNotFound
 from facefleet.tasks.app import app
 from facefleet.tasks.archive import archive_video
 from facefleet.tasks.common import JobTask, fan_out
+from facefleet.tasks.metrics import record_chunk
 from facefleet.tasks.runtime import Runtime, get_runtime
+from facefleet.tasks.webhooks import announce_end
 
 if TYPE_CHECKING:
     from facefleet.core.frame_index import FrameIndex
@@ -64,12 +66,14 @@ def plan_video(self: JobTask, job_id: str) -> None:
         info, index = probe_indexed(local)
     except InputError as exc:
         job.fail(str(exc.about(source.source)))
+        announce_end(rt.settings, rt.store, job_id)
         return
     if info.frame_count > rt.settings.max_job_frames:
         job.fail(
             f"{source.source}: {info.frame_count} frames is more than this deployment "
             f"accepts (FACEFLEET_MAX_JOB_FRAMES={rt.settings.max_job_frames})"
         )
+        announce_end(rt.settings, rt.store, job_id)
         return
     chunk_frames = spec.options.chunk_frames or rt.settings.chunk_frames
     lossless_reason = index.reason
@@ -197,6 +201,7 @@ def analyze_chunk(self: JobTask, job_id: str, k: int) -> None:
         len(result.faces),
         (chunk.end - chunk.start) / max(seconds, 1e-6),
     )
+    record_chunk(rt.settings, chunk.end - chunk.start, len(result.faces), seconds, "video")
 
 
 @app.task(base=JobTask, bind=True, name="facefleet.merge_video")
@@ -306,6 +311,7 @@ def finalize_video(self: JobTask, job_id: str) -> None:
     )
     # Cancelled while the outputs were written: they must not stay behind.
     job.cleanup(outputs=final.state != "done")
+    announce_end(rt.settings, rt.store, job_id)
 
 
 def _rendered(

@@ -250,7 +250,8 @@ def _check_archive(workdir: Path, values: dict[str, str]) -> None:
 FAKE_FACEFLEET = """\
 #!{python}
 # Stands in for the facefleet console script: records its command line and settings,
-# serves HTTP 401 like Flower behind basic auth, and otherwise waits for SIGTERM.
+# serves HTTP 401 like Flower behind basic auth (and the API without a key), and otherwise
+# waits for SIGTERM.
 import http.server, json, os, signal, sys, time
 out = os.path.join(os.getcwd(), "fake-" + str(os.getpid()) + ".json")
 env = {{k: v for k, v in os.environ.items() if k.startswith("FACEFLEET_")}}
@@ -258,7 +259,7 @@ with open(out + ".tmp", "w") as f:
     json.dump({{"argv": sys.argv[1:], "env": env}}, f)
 os.replace(out + ".tmp", out)
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-if sys.argv[1] == "flower":
+if sys.argv[1] in ("flower", "api"):
     class Auth(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             self.send_response(401)
@@ -275,7 +276,8 @@ while True:
 def test_full_stack_processes_and_stop_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Workers, beat and Flower get the stack's settings and stop before the services."""
+    """Workers, beat, Flower and the API get the stack's settings and stop before the
+    services."""
     _needs_stack_binaries()
     # Left in the user's shell: never reaches the stack's processes.
     monkeypatch.setenv("FACEFLEET_ARCHIVE_URL", "postgresql://someone@elsewhere/other")
@@ -289,6 +291,7 @@ def test_full_stack_processes_and_stop_order(
     try:
         names = [s["name"] for s in record["services"]]
         apps = ["worker-gpu1", "worker-gpu2", "worker-cpu1", "beat", "flower"]
+        apps += ["api"] if ARCHIVE else []  # its keys live in the archive
         assert names == ["redis", "s3", *ARCHIVE_SERVICES, *apps]
         deadline = time.monotonic() + 30
         while len(list(workdir.glob("fake-*.json"))) < len(apps) and time.monotonic() < deadline:
@@ -300,8 +303,13 @@ def test_full_stack_processes_and_stop_order(
         assert ["worker", "--queues", "gpu", "--hostname", "gpu2@%h", "--concurrency", "1"] in argvs
         assert ["worker", "--queues", "cpu", "--hostname", "cpu1@%h"] in argvs
         assert any(a[:2] == ["beat", "--schedule-file"] for a in argvs)
-        flower_port = record["services"][-1]["port"]
-        assert ["flower", "--port", str(flower_port), "--address", "127.0.0.1"] in argvs
+        ports = {s["name"]: s["port"] for s in record["services"]}
+        assert ["flower", "--port", str(ports["flower"]), "--address", "127.0.0.1"] in argvs
+        if ARCHIVE:
+            api = ["api", "serve", "--host", "127.0.0.1", "--port", str(ports["api"])]
+            assert api in argvs
+            assert (workdir / "api-key").read_text().startswith("ffk_")
+            assert (workdir / "api-key").stat().st_mode & 0o777 == 0o600
         values = localstack.stack_env(workdir)
         assert ("FACEFLEET_ARCHIVE_URL" in values) == ARCHIVE
         for call in calls:

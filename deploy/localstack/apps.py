@@ -93,8 +93,10 @@ def stack_apps(
     gpu_concurrency: int | None,
     cpu_concurrency: int | None,
     flower_port: int,
+    api_port: int | None = None,
 ) -> Iterator[tuple[str, list[str], int | None]]:
-    """(name, facefleet arguments, port) of each facefleet process `up` starts, in order."""
+    """(name, facefleet arguments, port) of each facefleet process `up` starts, in order;
+    the HTTP API when `api_port` is given (it needs the archive, where its keys live)."""
 
     def worker(queue: str, index: int, concurrency: int | None) -> list[str]:
         # %h: Celery puts the machine's name in; the prefix keeps the names distinct.
@@ -110,22 +112,31 @@ def stack_apps(
     schedule = Path(workdir) / "celerybeat-schedule"
     yield "beat", ["beat", "--schedule-file", str(schedule)], None
     yield "flower", ["flower", "--port", str(flower_port), "--address", HOST], flower_port
+    if api_port is not None:
+        yield "api", ["api", "serve", "--host", HOST, "--port", str(api_port)], api_port
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0):
+            return True
+    except urllib.error.HTTPError:
+        return True  # 401 without credentials: it is up
+    except OSError:
+        return False
 
 
 def check_started(services: Sequence[Service], flower_port: int, settle_s: float) -> None:
-    """Catch what dies right away (bad settings, import errors) and wait for Flower."""
-    flower = next(s for s in services if s.kind == "flower")
-
-    def flower_answers() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{HOST}:{flower_port}/", timeout=1.0):
-                return True
-        except urllib.error.HTTPError:
-            return True  # 401 without credentials: it is up
-        except OSError:
-            return False
-
-    wait_until(flower, flower_answers, 60.0, "answer HTTP")
+    """Catch what dies right away (bad settings, import errors) and wait for Flower and
+    the API."""
+    for service in services:
+        if service.kind == "flower":
+            url = f"http://{HOST}:{flower_port}/"
+        elif service.kind == "api":
+            url = f"http://{HOST}:{service.port}/healthz"
+        else:
+            continue
+        wait_until(service, lambda url=url: _answers(url), 60.0, "answer HTTP")
     deadline = time.monotonic() + settle_s
     while time.monotonic() < deadline:
         for service in services:

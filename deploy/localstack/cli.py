@@ -108,6 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  archive {record['archive']} (password in stack.env)")
             if record.get("flower"):
                 print(f"  flower {record['flower']} (user/password in stack.env)")
+            if record.get("api"):
+                print(
+                    f"  api {record['api']} (review page /review/, docs /docs; admin key in "
+                    f"{record['api_key_file']})"
+                )
             print(f"settings: source {Path(record['dir']) / STACK_ENV}")
             return EXIT_OK
         if args.command == "down":

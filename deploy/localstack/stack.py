@@ -24,8 +24,9 @@ from facefleet.localstack.redis_server import start_redis
 from facefleet.localstack.s3_server import start_s3, stop_s3
 
 # Stop order: what consumes the services goes first, the services last.
-STOP_ORDER = {"worker": 0, "beat": 1, "flower": 2, "postgres": 3, "s3": 4, "redis": 5}
+STOP_ORDER = {"api": 0, "worker": 0, "beat": 1, "flower": 2, "postgres": 3, "s3": 4, "redis": 5}
 SERVICE_KINDS = ("postgres", "s3", "redis")
+API_KEY_FILE = "api-key"
 
 
 def stop_service(service: Service, timeout: float = 10.0) -> str:
@@ -107,6 +108,7 @@ def up(
             archive_dsn = server.dsn
             extra["archive"] = public_dsn(server)
         flower_port = free_port()
+        api_port = free_port() if archive_dsn is not None and facefleet is not None else None
         values = {
             "FACEFLEET_BROKER_URL": f"redis://:{redis_password}@{HOST}:{redis.port}/0",
             "FACEFLEET_S3_ENDPOINT": f"{HOST}:{s3.port}",
@@ -120,11 +122,25 @@ def up(
         }
         if archive_dsn is not None:
             values["FACEFLEET_ARCHIVE_URL"] = archive_dsn
+        if api_port is not None:
+            assert archive_dsn is not None
+            values |= {
+                "FACEFLEET_API_PORT": str(api_port),
+                "FACEFLEET_API_SESSION_SECRET": secrets.token_hex(32),
+                "FACEFLEET_WEBHOOK_SECRET": secrets.token_hex(32),
+            }
+            extra["api_key_file"] = str(_admin_key(workdir, archive_dsn))
         # Written before the workers start: start_facefleet gives them what it holds.
         state.write_env(workdir, values)
         if facefleet is not None:
             for name, args, port in stack_apps(
-                workdir, gpu_workers, cpu_workers, gpu_concurrency, cpu_concurrency, flower_port
+                workdir,
+                gpu_workers,
+                cpu_workers,
+                gpu_concurrency,
+                cpu_concurrency,
+                flower_port,
+                api_port,
             ):
                 started.append(
                     start_facefleet(workdir, name, args, port=port, executable=facefleet)
@@ -136,6 +152,7 @@ def up(
             "s3_endpoint": f"{HOST}:{s3.port}",
             "archive": extra.get("archive"),
             "flower": None if services_only else f"http://{HOST}:{flower_port}",
+            "api": None if api_port is None else f"http://{HOST}:{api_port}",
         }
         state.save(workdir, started, extra)
     except BaseException:
@@ -143,6 +160,20 @@ def up(
             stop_service(service, 5.0)
         raise
     return state.load(workdir)
+
+
+def _admin_key(workdir: Path, dsn: str) -> Path:
+    """An admin key of the stack's API, in DIR/api-key (mode 0600), made once: the archive
+    keeps its hash across `down` and `up`, so the file stays valid."""
+    from facefleet.api.keys import KeyStore
+    from facefleet.archive.store import ArchiveStore
+
+    path = workdir / API_KEY_FILE
+    if not path.exists():
+        archive = ArchiveStore(dsn)
+        archive.migrate()
+        state.write_private(path, KeyStore(archive).create("local-stack-admin", ["admin"]).token)
+    return path
 
 
 def down(workdir: Path, worker_timeout: float = 30.0) -> list[tuple[str, int, str]]:

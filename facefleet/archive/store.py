@@ -102,7 +102,9 @@ class ArchiveStore:
         self._indexed: set[str] = set()
 
     @contextmanager
-    def transaction(self) -> Iterator[Any]:
+    def transaction(self, vectors: bool = True) -> Iterator[Any]:
+        """A cursor in one transaction; `vectors=False` for queries that need no pgvector
+        type (health checks, counts), which then work before the schema is migrated."""
         import psycopg
         from pgvector.psycopg import register_vector
 
@@ -113,7 +115,8 @@ class ArchiveStore:
             raise ArchiveUnavailable(f"the archive database cannot be reached: {first}") from None
         try:
             with conn:
-                register_vector(conn)
+                if vectors:
+                    register_vector(conn)
                 with conn.cursor() as cur:
                     yield cur
         except psycopg.OperationalError as exc:
@@ -548,4 +551,27 @@ class ArchiveStore:
             for table in ("jobs", "tracks", "track_faces", "clusters", "labelled_faces"):
                 cur.execute(f"SELECT count(*) FROM {table}")
                 out[table] = int(cur.fetchone()[0])
+        return out
+
+    def ping(self) -> None:
+        """SELECT 1: the database answers (ArchiveUnavailable when it does not)."""
+        with self.transaction(vectors=False) as cur:
+            cur.execute("SELECT 1")
+            cur.fetchone()
+
+    def index_size(self) -> dict[str, int]:
+        """`counts()` for `/metrics`: a table not created yet (no worker has migrated the
+        schema of a new database) counts 0 instead of failing the scrape."""
+        tables = ("jobs", "tracks", "track_faces", "clusters", "labelled_faces")
+        with self.transaction(vectors=False) as cur:
+            cur.execute(
+                "SELECT t FROM unnest(%s::text[]) AS t WHERE to_regclass(t) IS NOT NULL",
+                (list(tables),),
+            )
+            present = {row[0] for row in cur.fetchall()}
+            out = dict.fromkeys(tables, 0)
+            for table in tables:
+                if table in present:
+                    cur.execute(f"SELECT count(*) FROM {table}")
+                    out[table] = int(cur.fetchone()[0])
         return out

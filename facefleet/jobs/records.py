@@ -80,6 +80,10 @@ class JobSpec(BaseModel):
     gallery: str | None = None
     options: JobOptions = JobOptions()
     created: datetime = Field(default_factory=now)
+    callback_url: str | None = Field(
+        default=None,
+        description="Where the job's end is POSTed as a signed event (facefleet.jobs.webhooks)",
+    )
 
 
 class ChunkPlan(BaseModel):
@@ -192,6 +196,11 @@ class JobKeys:
     @property
     def result(self) -> str:
         return f"{self.root}/merged.json"
+
+    @property
+    def webhook(self) -> str:
+        """The job's webhook event and its delivery attempts (a WebhookLog)."""
+        return f"{self.root}/webhook.json"
 
     def input(self, name: str) -> str:
         return f"{self.root}/input/{name}"

@@ -96,6 +96,15 @@ class ObjectStore(ABC):
         return max(self.modified(prefix).values(), default=None)
 
     @abstractmethod
+    def size(self, key: str) -> int:
+        """Bytes of one object; ObjectNotFound when there is none."""
+        raise NotImplementedError
+
+    def upload_url(self, key: str, expires_s: int) -> str:
+        """A URL a client PUTs one object to, without credentials (S3 presigned)."""
+        raise StorageError(f"{self.location} hands out no upload URLs (S3 stores only)")
+
+    @abstractmethod
     def delete(self, key: str) -> None:
         """Remove one key; a missing key is not an error."""
 
@@ -231,6 +240,12 @@ class LocalStore(ObjectStore):
 
     def url(self, key: str, expires_s: int) -> str:
         return self._path(key).resolve().as_uri()
+
+    def size(self, key: str) -> int:
+        path = self._path(key)
+        if not path.is_file():
+            raise ObjectNotFound(f"no object {key!r} in {self.location}")
+        return path.stat().st_size
 
 
 class S3Store(ObjectStore):
@@ -376,6 +391,20 @@ class S3Store(ObjectStore):
             CopySource(self.bucket, check_key(source)),
         )
 
+    def size(self, key: str) -> int:
+        stat = self._call("stat", key, self.client.stat_object, self.bucket, check_key(key))
+        return int(stat.size or 0)
+
+    def upload_url(self, key: str, expires_s: int) -> str:
+        return self._call(
+            "presign",
+            key,
+            self.client.presigned_put_object,
+            self.bucket,
+            check_key(key),
+            expires=timedelta(seconds=expires_s),
+        )
+
     def url(self, key: str, expires_s: int) -> str:
         return self._call(
             "presign",
@@ -399,3 +428,19 @@ def open_store(settings: Settings) -> ObjectStore:
             settings.s3_region,
         )
     return LocalStore(settings.store_dir)
+
+
+def open_public_store(settings: Settings) -> ObjectStore:
+    """The store as API clients reach it: its presigned URLs name FACEFLEET_S3_PUBLIC_ENDPOINT.
+    Presigning is computed here, no request is made; a region is set because the SDK
+    would otherwise ask the (possibly unreachable from here) public endpoint for it."""
+    if not settings.s3_endpoint:
+        return open_store(settings)
+    return S3Store(
+        settings.s3_public_endpoint or settings.s3_endpoint,
+        settings.s3_access_key.get_secret_value() if settings.s3_access_key else None,
+        settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None,
+        settings.s3_bucket,
+        settings.s3_secure,
+        settings.s3_region or "us-east-1",
+    )
