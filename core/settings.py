@@ -242,6 +242,15 @@ class Settings(BaseSettings):
     # ---- The HTTP API and review page (`facefleet api`, facefleet.api). ----
     api_host: str = Field(default="127.0.0.1", description="Address `facefleet api` listens on.")
     api_port: int = Field(default=8000, ge=1, le=65535, description="Port of `facefleet api`.")
+    api_url: str | None = Field(
+        default=None,
+        description="The API the SDK talks to over HTTP (facefleet.http_client.connect), e.g. "
+        "https://faces.example.org; unset: the SDK uses the broker and the store directly.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="The API key (ffk_...) the SDK's HTTP transport sends as a Bearer token.",
+    )
     api_public_url: str | None = Field(
         default=None,
         description="The API's address as its users reach it, e.g. https://faces.example.org "

@@ -70,7 +70,7 @@ class KeyStore:
             raise InputError("a key needs at least one scope (read, submit, admin)")
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
-        with self.archive.transaction() as cur:
+        with self.archive.transaction(vectors=False) as cur:
             cur.execute(
                 "INSERT INTO api_keys (key_id, name, secret_hash, scopes, callback_url) "
                 "VALUES (%s, %s, %s, %s, %s) RETURNING created",
@@ -83,7 +83,7 @@ class KeyStore:
         return NewKey(key=key, token=f"{PREFIX}{key_id}_{secret}")
 
     def list(self) -> list[ApiKey]:
-        with self.archive.transaction() as cur:
+        with self.archive.transaction(vectors=False) as cur:
             cur.execute(
                 "SELECT key_id, name, scopes, callback_url, created, revoked, last_used "
                 "FROM api_keys ORDER BY created"
@@ -92,7 +92,7 @@ class KeyStore:
         return [_key(row) for row in rows]
 
     def get(self, key_id: str) -> ApiKey | None:
-        with self.archive.transaction() as cur:
+        with self.archive.transaction(vectors=False) as cur:
             cur.execute(
                 "SELECT key_id, name, scopes, callback_url, created, revoked, last_used "
                 "FROM api_keys WHERE key_id = %s",
@@ -102,7 +102,7 @@ class KeyStore:
         return _key(row) if row else None
 
     def revoke(self, key_id: str) -> ApiKey:
-        with self.archive.transaction() as cur:
+        with self.archive.transaction(vectors=False) as cur:
             cur.execute(
                 "UPDATE api_keys SET revoked = coalesce(revoked, now()) WHERE key_id = %s "
                 "RETURNING key_id, name, scopes, callback_url, created, revoked, last_used",
@@ -120,7 +120,7 @@ class KeyStore:
         if parsed is None:
             return None
         key_id, secret = parsed
-        with self.archive.transaction() as cur:
+        with self.archive.transaction(vectors=False) as cur:
             cur.execute(
                 "SELECT key_id, name, scopes, callback_url, created, revoked, last_used, "
                 "secret_hash FROM api_keys WHERE key_id = %s",
