@@ -121,9 +121,10 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
             status_code=422,
         )
 
+    from facefleet.api import review
     from facefleet.api.routes import archive as archive_routes
     from facefleet.api.routes import galleries, health, jobs, training
 
-    for module in (jobs, galleries, archive_routes, training, health):
+    for module in (jobs, galleries, archive_routes, training, health, review):
         app.include_router(module.router)
     return app
