@@ -21,7 +21,7 @@ torch, numpy or OpenCV)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -43,6 +43,7 @@ from facefleet.client import (
     Client,
     JobFailed,
     JobTimeout,
+    TrainingJob,
     _check_id,
     _check_person,
     _options,
@@ -62,7 +63,7 @@ from facefleet.jobs.records import (
     check_job_id,
     training_prefix,
 )
-from facefleet.training.records import EvaluationRecord, TrainOptions, TrainProgress
+from facefleet.training.records import TrainOptions, TrainProgress
 
 __all__ = ["ApiAuthError", "HttpClient", "HttpJob", "HttpTrainingJob", "connect"]
 
@@ -439,42 +440,22 @@ class HttpJob:
         return JobStatus.model_validate(self.client.request("POST", f"/v1/jobs/{self.id}/cancel"))
 
 
-class HttpTrainingJob:
-    """A training run seen through the API; `progress()` has its epochs and evaluations."""
+class HttpTrainingJob(TrainingJob):
+    """A training run seen through the API; `progress()` has its epochs and evaluations,
+    `wait()` is the direct TrainingJob's, polling that."""
 
     def __init__(self, client: HttpClient, run: str) -> None:
-        self.client = client
+        self.client = client  # type: ignore[assignment]
         self.run = run
+        self._result = None
 
     def progress(self) -> TrainProgress | None:
         """None until the worker reports the run's first progress."""
         try:
-            answer = self.client.request("GET", f"/v1/training/{_segment(self.run)}")
+            answer = self.client.request("GET", f"/v1/training/{_segment(self.run)}")  # type: ignore[attr-defined]
         except InputError:
             return None  # 404: not started yet (the API refused a bad name before)
         return TrainProgress.model_validate(answer)
-
-    def wait(
-        self,
-        timeout: float | None = None,
-        poll_s: float = 2.0,
-        on_evaluation: Callable[[EvaluationRecord], None] | None = None,
-    ) -> TrainProgress:
-        """Block until the run ends; `on_evaluation` is called once with each evaluation."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        reported: set[int] = set()
-        while True:
-            progress = self.progress()
-            if progress is not None and on_evaluation is not None:
-                for record in progress.evaluations:
-                    if record.epoch not in reported:
-                        reported.add(record.epoch)
-                        on_evaluation(record)
-            if progress is not None and progress.state in ("done", "failed"):
-                return progress
-            if deadline is not None and time.monotonic() > deadline:
-                raise JobTimeout(f"training run {self.run} not finished after {timeout} s")
-            time.sleep(poll_s)
 
 
 class HttpGalleryClient:
