@@ -29,14 +29,31 @@ from facefleet.localstack import processes, s3_server
 REPO = Path(__file__).resolve().parents[1]
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
-COMPOSE_SERVICES = {"redis", "minio", "postgres", "worker-gpu", "worker-cpu", "beat", "flower"}
-# Values for the variables that compose requires; only for validating the file.
+COMPOSE_SERVICES = {
+    "redis",
+    "s3",
+    "s3-init",
+    "postgres",
+    "worker-gpu",
+    "worker-cpu",
+    "beat",
+    "flower",
+    "api",
+}
+# Values for the variables that compose requires; only for validating the file (the full
+# checks of the rendered file: tests/test_compose_stack.py).
 DUMMY_SECRETS = {
-    "MINIO_ROOT_USER": "facefleet",
-    "MINIO_ROOT_PASSWORD": "dummy-password",
-    "FACEFLEET_FLOWER_PASSWORD": "dummy-password",
-    "REDIS_PASSWORD": "dummy-password",
-    "POSTGRES_PASSWORD": "dummy-password",
+    name: "dummy-password"
+    for name in (
+        "REDIS_PASSWORD",
+        "S3_ROOT_SECRET_KEY",
+        "S3_APP_SECRET_KEY",
+        "POSTGRES_PASSWORD",
+        "APP_POSTGRES_PASSWORD",
+        "FACEFLEET_FLOWER_PASSWORD",
+        "FACEFLEET_WEBHOOK_SECRET",
+        "FACEFLEET_API_SESSION_SECRET",
+    )
 }
 
 
@@ -111,8 +128,9 @@ def test_compose_config_is_valid() -> None:
 
 def test_compose_postgres_is_pinned_healthchecked_and_used() -> None:
     """The archive's PostgreSQL: an exact pgvector/pgvector tag for PostgreSQL 18, a
-    healthcheck, a volume, a required password; the workers and beat wait for it to be
-    healthy and get FACEFLEET_ARCHIVE_URL, Flower does not."""
+    healthcheck, a volume, required passwords, the init scripts of deploy/postgres; the
+    workers, beat and the API wait for it to be healthy and get FACEFLEET_ARCHIVE_URL as the
+    role facefleet_app (not the superuser), Flower gets none."""
     compose = yaml.safe_load(COMPOSE_FILE.read_text())  # resolves the << merge keys
     services = compose["services"]
     postgres = services["postgres"]
@@ -120,12 +138,14 @@ def test_compose_postgres_is_pinned_healthchecked_and_used() -> None:
     check = postgres["healthcheck"]["test"]
     assert "pg_isready" in (check if isinstance(check, str) else " ".join(check))
     assert postgres["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    assert postgres["environment"]["APP_POSTGRES_PASSWORD"].startswith("${APP_POSTGRES_PASSWORD:?")
     assert "postgres-data:/var/lib/postgresql" in postgres["volumes"]
+    assert "./deploy/postgres:/docker-entrypoint-initdb.d:ro" in postgres["volumes"]
     assert "postgres-data" in compose["volumes"]
-    for name in ("worker-gpu", "worker-cpu", "beat"):
+    for name in ("worker-gpu", "worker-cpu", "beat", "api"):
         service = services[name]
         url = service["environment"]["FACEFLEET_ARCHIVE_URL"]
-        assert url.startswith("postgresql://facefleet:${POSTGRES_PASSWORD:?"), name
+        assert url.startswith("postgresql://facefleet_app:${APP_POSTGRES_PASSWORD:?"), name
         assert url.endswith("@postgres:5432/facefleet"), name
         assert service["depends_on"]["postgres"] == {"condition": "service_healthy"}, name
         assert service["depends_on"]["redis"] == {"condition": "service_healthy"}, name

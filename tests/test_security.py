@@ -13,7 +13,16 @@ from facefleet.core.settings import Settings
 from facefleet.tasks.app import make_app
 
 REPO = Path(__file__).resolve().parents[1]
-SECRET_VARS = ("MINIO_ROOT_PASSWORD", "REDIS_PASSWORD", "FACEFLEET_FLOWER_PASSWORD")
+SECRET_VARS = (
+    "REDIS_PASSWORD",
+    "S3_ROOT_SECRET_KEY",
+    "S3_APP_SECRET_KEY",
+    "POSTGRES_PASSWORD",
+    "APP_POSTGRES_PASSWORD",
+    "FACEFLEET_FLOWER_PASSWORD",
+    "FACEFLEET_WEBHOOK_SECRET",
+    "FACEFLEET_API_SESSION_SECRET",
+)
 
 
 def _tracked_files() -> list[Path]:
