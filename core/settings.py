@@ -185,7 +185,10 @@ class Settings(BaseSettings):
         "0 turns this off.",
     )
     stall_check_s: float = Field(
-        default=600, gt=0, description="How often beat looks for stalled jobs."
+        default=600,
+        gt=0,
+        description="How often beat looks for stalled jobs, for ended jobs whose webhook "
+        "was never announced and for uploads no job took.",
     )
     retrain_epochs: int = Field(default=10, ge=1)
     retrain_max_people: int | None = Field(default=None, ge=2)
@@ -260,6 +263,14 @@ class Settings(BaseSettings):
         default=None,
         description="Signs the review page's session cookies; default: random per process "
         "(sessions end when the API restarts). Set it when several API processes serve.",
+    )
+    api_db_pool_size: int = Field(
+        default=10,
+        ge=0,
+        le=200,
+        description="PostgreSQL connections each API process keeps open for its key checks "
+        "(opened at startup, closed at shutdown); requests beyond it wait for a free one. "
+        "0: a new connection per request (e.g. behind a pooler such as PgBouncer).",
     )
     s3_public_endpoint: str | None = Field(
         default=None,

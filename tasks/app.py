@@ -42,6 +42,8 @@ ROUTES = {
     "facefleet.train": "gpu",
     "facefleet.scheduled_retrain": "cpu",
     "facefleet.resume_stalled": "cpu",
+    "facefleet.announce_lost": "cpu",
+    "facefleet.expire_uploads": "cpu",
     # The archive: what embeds or enrolls runs where the extractor is loaded.
     "facefleet.archive_search": "gpu",
     "facefleet.people_cluster": "gpu",
@@ -124,6 +126,16 @@ def _beat_schedule(settings: Settings) -> dict:
             "task": "facefleet.resume_stalled",
             "schedule": schedule(settings.stall_check_s),
         }
+    # Not tied to resume_stalled_after_s: a lost announcement or an unused upload needs no
+    # stalled job to be found.
+    entries["facefleet-announce-lost"] = {
+        "task": "facefleet.announce_lost",
+        "schedule": schedule(settings.stall_check_s),
+    }
+    entries["facefleet-expire-uploads"] = {
+        "task": "facefleet.expire_uploads",
+        "schedule": schedule(settings.stall_check_s),
+    }
     when: crontab | schedule | None = None
     if settings.retrain_cron:
         when = parse_cron(settings.retrain_cron)

@@ -5,8 +5,11 @@ presigned URLs, keys live in the archive database."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,7 +19,7 @@ from fastapi.responses import JSONResponse
 from facefleet import __version__
 from facefleet.api.keys import KeyStore
 from facefleet.archive.connect import open_archive
-from facefleet.archive.store import ArchiveConflict, ArchiveUnavailable
+from facefleet.archive.store import ArchiveConflict, ArchiveStore, ArchiveUnavailable
 from facefleet.client import Client, JobFailed, JobTimeout
 from facefleet.core.errors import FacefleetError, GalleryError, InputError
 from facefleet.core.settings import Settings, get_settings
@@ -53,6 +56,22 @@ def status_for(exc: Exception) -> int:
     return 500
 
 
+def _pooled(archive: ArchiveStore) -> Any:
+    """The app's lifespan: the archive's connection pool opens before the first request
+    (a connection per request cost most of a key check) and closes at shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Off the event loop: opening waits for the connections, closing for their threads.
+        await asyncio.to_thread(archive.open_pool)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(archive.close_pool)
+
+    return lifespan
+
+
 def create_app(settings: Settings | None = None, client: Client | None = None) -> FastAPI:
     """The API of the batch system these settings name. Refuses, with one line, settings
     without a broker, an S3 store or an archive database."""
@@ -66,14 +85,19 @@ def create_app(settings: Settings | None = None, client: Client | None = None) -
         raise FacefleetError(
             "the API keeps its keys in the archive database: set FACEFLEET_ARCHIVE_URL"
         )
-    archive = open_archive(settings)
-    assert archive is not None  # archive_url is set
+    migrated = open_archive(settings)
+    assert migrated is not None  # archive_url is set
+    # The API's own store: its pool lives as long as this app, not as the process's cache.
+    archive = ArchiveStore(
+        migrated.dsn, migrated.connect_timeout_s, pool_size=settings.api_db_pool_size
+    )
     app = FastAPI(
         title="facefleet",
         version=__version__,
         description=DESCRIPTION,
         docs_url="/docs",
         redoc_url=None,
+        lifespan=_pooled(archive),
     )
     app.state.settings = settings
     app.state.client = client or Client(settings)

@@ -1,5 +1,7 @@
 """API keys: created by an admin command, stored hashed in the archive database, checked on
-every request (a revoked key stops working at once: nothing is cached)."""
+every request (a revoked key stops working at once: nothing is cached). In the API the check
+runs on a connection of its pool (`FACEFLEET_API_DB_POOL_SIZE`): opening one per request
+cost more than the query."""
 
 from __future__ import annotations
 

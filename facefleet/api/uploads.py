@@ -1,7 +1,9 @@
 """Uploads through presigned PUT URLs: the bytes go from the user straight to the object
 store, never through the API process. A ticket is refused before any byte is stored when
 its declared size is over the limit; when it is used, the stored object is checked against
-that size (a client that PUT more than it declared loses the upload)."""
+that size (a client that PUT more than it declared loses the upload). An upload no job
+takes is deleted by a worker once its ticket is a day older than the URL's expiry
+(facefleet.jobs.uploads)."""
 
 from __future__ import annotations
 
@@ -17,15 +19,12 @@ from facefleet.core.media import is_image_path
 from facefleet.core.settings import Settings
 from facefleet.jobs.records import now
 from facefleet.jobs.storage import ObjectNotFound, ObjectStore
+from facefleet.jobs.uploads import UPLOADS, ticket_key
 
 _SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
 VIDEO_SUFFIXES = frozenset(
     {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts"}
 )
-
-
-def _record_key(upload_id: str) -> str:
-    return f"uploads/{upload_id}/upload.json"
 
 
 def create_ticket(
@@ -50,7 +49,7 @@ def create_ticket(
             f"({settings.max_input_bytes})",
         )
     upload_id = uuid.uuid4().hex
-    key = f"uploads/{upload_id}/file{suffix}"
+    key = f"{UPLOADS}{upload_id}/file{suffix}"
     record = UploadRecord(
         upload_id=upload_id,
         key=key,
@@ -59,7 +58,7 @@ def create_ticket(
         key_id=caller.key_id,
         created=now(),
     )
-    store.put_model(_record_key(upload_id), record)
+    store.put_model(ticket_key(upload_id), record)
     return UploadTicket(
         upload_id=upload_id,
         url=public.upload_url(key, settings.presign_expiry_s),
@@ -73,7 +72,7 @@ def take_upload(upload_id: str, caller: ApiKey, store: ObjectStore) -> tuple[str
     stays until `used_up`: a refused job can be sent again). 404 for an unknown upload or
     another key's, 400 when nothing was PUT yet, 413 (and the object deleted) when more was
     stored than declared."""
-    record = store.get_model_or_none(_record_key(upload_id), UploadRecord)
+    record = store.get_model_or_none(ticket_key(upload_id), UploadRecord)
     if record is None or (record.key_id != caller.key_id and "admin" not in caller.scopes):
         raise HTTPException(404, f"no upload {upload_id}")
     try:
@@ -84,7 +83,7 @@ def take_upload(upload_id: str, caller: ApiKey, store: ObjectStore) -> tuple[str
         ) from None
     if size > record.size:
         store.delete(record.key)
-        store.delete(_record_key(upload_id))
+        store.delete(ticket_key(upload_id))
         raise HTTPException(
             413, f"upload {upload_id}: {size} bytes stored, {record.size} declared; deleted"
         )
@@ -94,4 +93,4 @@ def take_upload(upload_id: str, caller: ApiKey, store: ObjectStore) -> tuple[str
 def used_up(upload_ids: list[str], store: ObjectStore) -> None:
     """Drop the tickets of uploads a job or gallery has taken."""
     for upload_id in upload_ids:
-        store.delete(_record_key(upload_id))
+        store.delete(ticket_key(upload_id))

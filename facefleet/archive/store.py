@@ -94,35 +94,108 @@ _TRACK_COLUMNS = """t.id, t.job_id, t.source, t.track_id, t.start_s, t.end_s,
 
 
 class ArchiveStore:
-    """One archive database. Each call opens its own short transaction."""
+    """One archive database. Each call runs in its own short transaction, on a connection of
+    its own or, once `open_pool` was called, on one borrowed from a pool (a long-lived
+    process that asks often: the API checks a key on every request)."""
 
-    def __init__(self, dsn: str, connect_timeout_s: float = 5.0) -> None:
+    def __init__(self, dsn: str, connect_timeout_s: float = 5.0, pool_size: int = 0) -> None:
         self.dsn = dsn
         self.connect_timeout_s = connect_timeout_s
+        self.pool_size = pool_size
+        self._pool: Any = None  # psycopg_pool.ConnectionPool, imported only where one opens
         self._indexed: set[str] = set()
+
+    # ---- connections ----------------------------------------------------------------------
+
+    def open_pool(self) -> None:
+        """Open `pool_size` connections and keep them (0: none, a connection per call).
+        ArchiveUnavailable when the database does not take them within the connect timeout."""
+        if self.pool_size < 1 or self._pool is not None:
+            return
+        from psycopg_pool import ConnectionPool, PoolTimeout
+
+        pool = ConnectionPool(
+            self.dsn,
+            min_size=self.pool_size,
+            max_size=self.pool_size,
+            open=False,
+            kwargs={"connect_timeout": int(self.connect_timeout_s)},
+            # A connection the server dropped meanwhile (a restart) is replaced when it is
+            # borrowed, rather than failing the request that borrowed it.
+            check=ConnectionPool.check_connection,
+            name="facefleet-archive",
+        )
+        try:
+            pool.open(wait=True, timeout=self.connect_timeout_s)
+        except PoolTimeout:
+            pool.close()
+            raise ArchiveUnavailable(
+                f"the archive database cannot be reached: {self.pool_size} pooled connections "
+                f"not opened within {self.connect_timeout_s:g} s"
+            ) from None
+        self._pool = pool
+
+    def close_pool(self) -> None:
+        """Close the pool's connections; later calls open a connection each again."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """A connection for one transaction: borrowed from the pool and given back, or new
+        and closed after."""
+        import psycopg
+
+        pool = self._pool
+        if pool is None:
+            try:
+                conn = psycopg.connect(self.dsn, connect_timeout=int(self.connect_timeout_s))
+            except psycopg.OperationalError as exc:
+                text = str(exc).strip()
+                first = text.splitlines()[0] if text else type(exc).__name__
+                raise ArchiveUnavailable(
+                    f"the archive database cannot be reached: {first}"
+                ) from None
+            try:
+                yield conn
+            finally:
+                conn.close()
+            return
+        from psycopg_pool import PoolTimeout
+
+        try:
+            conn = pool.getconn(timeout=self.connect_timeout_s)
+        except PoolTimeout:
+            # Either the database is down (the pool cannot replace what it lost) or every
+            # connection stayed busy that long: both read as the database not answering.
+            raise ArchiveUnavailable(
+                f"the archive database cannot be reached: no connection of the pool of "
+                f"{self.pool_size} within {self.connect_timeout_s:g} s"
+            ) from None
+        try:
+            yield conn
+        finally:
+            pool.putconn(conn)  # a broken one is discarded and replaced by the pool
 
     @contextmanager
     def transaction(self, vectors: bool = True) -> Iterator[Any]:
         """A cursor in one transaction; `vectors=False` for queries that need no pgvector
-        type (health checks, counts), which then work before the schema is migrated."""
+        type (health checks, counts, keys), which then work before the schema is migrated
+        and skip the type's lookup on a new connection."""
         import psycopg
         from pgvector.psycopg import register_vector
 
-        try:
-            conn = psycopg.connect(self.dsn, connect_timeout=int(self.connect_timeout_s))
-        except psycopg.OperationalError as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ArchiveUnavailable(f"the archive database cannot be reached: {first}") from None
-        try:
-            with conn:
-                if vectors:
-                    register_vector(conn)
-                with conn.cursor() as cur:
-                    yield cur
-        except psycopg.OperationalError as exc:
-            raise ArchiveUnavailable(f"the archive database failed: {exc}") from None
-        finally:
-            conn.close()
+        with self._connection() as conn:
+            try:
+                with conn.transaction():
+                    # Once per connection: a pooled one keeps its registered types.
+                    if vectors and conn.adapters.types.get("vector") is None:
+                        register_vector(conn)
+                    with conn.cursor() as cur:
+                        yield cur
+            except psycopg.OperationalError as exc:
+                raise ArchiveUnavailable(f"the archive database failed: {exc}") from None
 
     # ---- schema ---------------------------------------------------------------------------
 

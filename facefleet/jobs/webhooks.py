@@ -4,7 +4,9 @@ receiver answers 2xx, and each delivery attempt is recorded in `jobs/<id>/webhoo
 
 The records, the signature and the URL checks live here, free of Celery and httpx: the
 client SDK (and a receiver written against it) imports this module. The delivery itself is
-the Celery task `facefleet.webhook_deliver` (facefleet.tasks.webhooks).
+the Celery task `facefleet.webhook_deliver` (facefleet.tasks.webhooks). A job whose end
+could not be announced (the broker was down as it ended) is announced again by beat's
+`facefleet.announce_lost` (facefleet.tasks.watchdog), for a day after its end.
 
 The signature, in the header `Facefleet-Signature`:
 
@@ -42,6 +44,7 @@ from pydantic import BaseModel, Field
 
 from facefleet.core.errors import InputError
 from facefleet.core.settings import Settings
+from facefleet.jobs.job_store import job_activity
 from facefleet.jobs.records import JobKeys, JobKind, JobSpec, JobState, JobStatus
 from facefleet.jobs.storage import ObjectNotFound, ObjectStore
 
@@ -326,6 +329,23 @@ def needs_announcement(store: ObjectStore, job_id: str) -> bool:
     return log is None or not (log.delivered or log.gave_up)
 
 
+def unannounced_since(store: ObjectStore, since: datetime) -> list[str]:
+    """Jobs that ended after `since` and still need their event announced (see
+    needs_announcement): what a job's end leaves when its delivery task could not be sent
+    (the broker was down). One listing of jobs/; statuses are read only of the jobs that
+    wrote something since then."""
+    due = []
+    for job_id, last in sorted(job_activity(store).items()):
+        if last < since:
+            continue  # it wrote nothing since, so it cannot have ended since
+        status = store.get_model_or_none(JobKeys(job_id).status, JobStatus)
+        if status is None or not status.finished or status.updated < since:
+            continue
+        if needs_announcement(store, job_id):
+            due.append(job_id)
+    return due
+
+
 def delivery_task_id(job_id: str) -> str:
     return f"webhook-{job_id}"
 
@@ -349,6 +369,7 @@ __all__ = [
     "needs_announcement",
     "read_webhook_log",
     "sign",
+    "unannounced_since",
     "verify",
     "write_webhook_log",
 ]
