@@ -45,9 +45,9 @@ def test_a_local_run_takes_the_same_recipe_plus_its_paths(tmp_path) -> None:
     )
     config = TrainConfig(**given(args, TrainConfig))
     assert config.lfw == tmp_path and config.epochs == 3 and config.margin_warmup == 2
-    assert set(LOCAL_TRAIN_OPTIONS) == {"lfw", "out", "device", "cache_dir", "export_half",
-                                        "data", "data_only", "teacher_weights",
-                                        "init_from"}  # fmt: skip
+    assert set(LOCAL_TRAIN_OPTIONS) == {"lfw", "out", "device", "precision", "cache_dir",
+                                        "export_half", "data", "data_only",
+                                        "teacher_weights", "init_from"}  # fmt: skip
 
 
 def test_unset_flags_keep_the_model_defaults() -> None:

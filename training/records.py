@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from facefleet.core.names import METRICS, DeviceName, Metric
 
 Distill = Literal["none", "dlib", "dlib-online"]
+Precision = Literal["fp16", "bf16"]
 
 
 class TrainOptions(BaseModel):
@@ -73,6 +74,11 @@ class TrainConfig(TrainOptions):
     lfw: Path = Field(description="LFW root (<Name>/<Name>_NNNN.jpg plus the protocol files)")
     out: Path = Field(description="run folder: checkpoints, metrics, plots")
     device: DeviceName = Field(default="auto", description="compute device")
+    precision: Precision = Field(
+        default="fp16",
+        description="CUDA mixed precision of the student: fp16 (with loss scaling) or bf16 "
+        "(no scaling; Ampere or later); the teacher infers in fp16, the CPU trains in float32",
+    )
     cache_dir: Path | None = Field(
         default=None, description="aligned-face cache (default: <out>/cache)"
     )

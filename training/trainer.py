@@ -280,7 +280,10 @@ class Trainer:
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.amp = self.device.startswith("cuda")
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        # bf16 keeps float32's exponent range, so its gradients cannot underflow and need no
+        # loss scaling; fp16's do.
+        self.amp_dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and cfg.precision == "fp16")
         self.train_source: torch.Tensor | np.ndarray = self.train_crops
         if self.amp:
             # The GPU's fast path: cuDNN picks kernels for the fixed batch shape, NHWC
@@ -313,6 +316,7 @@ class Trainer:
             self.config.distill_weight,
             self.amp,
             every_parameter=self.dist.active,
+            dtype=self.amp_dtype,
         )
         self.net: torch.nn.Module = self.objective
         if self.dist.active:
@@ -434,7 +438,8 @@ class Trainer:
             self.teacher_mean = mean.to(self.device)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when saved by a bf16 (or CPU) run: nothing to carry on
+            self.scaler.load_state_dict(state["scaler"])
         self.history = list(state["history"])
         self.best = state["best"]
         saved_world = int(state.get("world_size", 1))
@@ -877,6 +882,7 @@ class _Objective(torch.nn.Module):
         distill_weight: float,
         amp: bool,
         every_parameter: bool = False,
+        dtype: torch.dtype = torch.float16,
     ) -> None:
         super().__init__()
         self.model = model
@@ -885,6 +891,7 @@ class _Objective(torch.nn.Module):
         self.distill_weight = distill_weight
         self.amp = amp
         self.every_parameter = every_parameter
+        self.dtype = dtype
 
     def forward(
         self,
@@ -894,7 +901,7 @@ class _Objective(torch.nn.Module):
         weight: torch.Tensor | None = None,
         targets: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.amp):
+        with torch.autocast(device_type="cuda", dtype=self.dtype, enabled=self.amp):
             embeddings = self.model(x)
         if other is None or weight is None:
             loss = F.cross_entropy(self.head(embeddings, y), y)
