@@ -61,15 +61,16 @@ RECIPE: dict[str, Any] = {
     "distill": "dlib-online",
     "batch_size": 512,
     "precision": "bf16",
+    "distill_weight": 40,
     "epochs": 40,
     "eval_every": 4,
     "device": "cuda",
 }
-# The learning rate measured to help a fine-tuned B0 at batch 64 (FACEFLEET_RETRAIN_LR:
-# 3e-4 cost DIR, 1e-4 gained), scaled by sqrt(batch / 64), the rule for Adam-type
-# optimizers (Malladi et al., 2022): a linear rule would put 512's at 8e-4, past the 3e-4
-# measured to hurt.
-BASE_LR, BASE_BATCH = 1e-4, 64
+# The CPU recipe's stage 4 (MODEL_CARD.md): lr 3e-4 at batch 64 with the teacher weighted 40
+# lifted the B0's DevTest 0.922 -> 0.933 (with the projection fitted to the teacher; the
+# earlier "3e-4 costs DIR" measurement had a random one). Scaled by sqrt(batch / 64), the
+# rule for Adam-type optimizers (Malladi et al., 2022).
+BASE_LR, BASE_BATCH = 3e-4, 64
 GOAL_IMAGES_PER_S = 5000  # at 112 px with the teacher online, on one H200 (the issue's)
 
 
