@@ -108,9 +108,10 @@ class JobStore:
         counted from: from here on progress shows every step done."""
         return self.set_status("running", stage=FINISHING)
 
-    def progress(self) -> JobProgress:
-        """Steps done of all steps: analysing and rendering each chunk, then finishing."""
-        status = self.status()
+    def progress(self, status: JobStatus | None = None) -> JobProgress:
+        """Steps done of all steps: analysing and rendering each chunk, then finishing.
+        `status`: the job's status when the caller has just read it (one store read less)."""
+        status = status or self.status()
         if status.state == "done":
             return JobProgress(stage="done", done=1, total=1)
         if not status.chunks:

@@ -27,9 +27,13 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
 
 
 def _job_store(request: Request, job_id: str) -> JobStore:
+    return _job_and_status(request, job_id)[0]
+
+
+def _job_and_status(request: Request, job_id: str) -> tuple[JobStore, JobStatus]:
+    """The job's store and its status, read once (404 for an unknown job)."""
     jobs = JobStore(client_of(request).store, check_job_id(job_id))
-    jobs.status()  # 404 for an unknown job (ObjectNotFound)
-    return jobs
+    return jobs, jobs.status()
 
 
 @router.post("/uploads", status_code=201, response_model=UploadTicket)
@@ -71,8 +75,9 @@ def list_jobs(request: Request, caller: Reader) -> list[JobEntry]:
 
 @router.get("/jobs/{job_id}", response_model=JobView)
 def job_status(job_id: str, request: Request, caller: Reader) -> JobView:
-    jobs = _job_store(request, job_id)
-    return JobView(status=jobs.status(), progress=jobs.progress())
+    # The status is read once: this is the route clients poll.
+    jobs, status = _job_and_status(request, job_id)
+    return JobView(status=status, progress=jobs.progress(status))
 
 
 def _done(jobs: JobStore) -> JobStatus:
