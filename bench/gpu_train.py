@@ -100,7 +100,7 @@ def needed_images(lfw: Path, max_people: int | None) -> tuple[list[str], list[st
     choice (training/trainer.py `_prepare_data`, kept in step by tests/test_gpu_recipe.py).
     LFWDataset.pairs checks every DevTest pair's images exist, used or not."""
     from facefleet.training.identification import devtest_split
-    from facefleet.training.lfw import LFWDataset
+    from facefleet.training.lfw import LFWDataset, quick_run_pairs
 
     dataset = LFWDataset(lfw)
     people = dataset.people("devtrain")
@@ -110,15 +110,7 @@ def needed_images(lfw: Path, max_people: int | None) -> tuple[list[str], list[st
     pairs = dataset.pairs("devtest")
     every_pair_image = [side for p in pairs for side in (p.left, p.right)]
     if max_people:
-        keep = max(2, max_people // 20)
-        taken: dict[tuple[int, bool], int] = {}
-        subset = []
-        for p in pairs:
-            key = (p.fold, p.same)
-            if taken.get(key, 0) < keep:
-                taken[key] = taken.get(key, 0) + 1
-                subset.append(p)
-        pairs = subset
+        pairs = quick_run_pairs(pairs, max_people)
     cropped = train + [side for p in pairs for side in (p.left, p.right)]
     if not max_people:
         cropped += devtest_split(dataset).images

@@ -35,6 +35,7 @@ from minio.error import S3Error
 
 from facefleet.archive.embedded_server import PostgresServer, postgres_bin_dir
 from facefleet.localstack import StackError, processes, s3_server
+from tests.compose_secrets import COMPOSE_SECRETS
 from tests.postgres import require_embedded_postgres
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,19 +46,7 @@ PG_INIT = REPO / "deploy" / "postgres" / "10-facefleet-app.sh"
 
 # Every variable compose requires, each with a value of its own, so that a rendered file shows
 # which secret went where. "dummy": tests/test_security.py's marker for a non-secret.
-SECRETS = {
-    name: f"dummy-{name.lower().replace('_', '-')}"
-    for name in (
-        "REDIS_PASSWORD",
-        "S3_ROOT_SECRET_KEY",
-        "S3_APP_SECRET_KEY",
-        "POSTGRES_PASSWORD",
-        "APP_POSTGRES_PASSWORD",
-        "FACEFLEET_FLOWER_PASSWORD",
-        "FACEFLEET_WEBHOOK_SECRET",
-        "FACEFLEET_API_SESSION_SECRET",
-    )
-}
+SECRETS = {name: f"dummy-{name.lower().replace('_', '-')}" for name in COMPOSE_SECRETS}
 ONE_SHOTS = {"s3-init"}
 WORKERS = {"worker-gpu": "gpu", "worker-cpu": "cpu"}
 APP_SERVICES = {"worker-gpu", "worker-cpu", "beat", "flower", "api"}

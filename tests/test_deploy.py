@@ -25,6 +25,7 @@ from minio.error import S3Error
 from facefleet import localstack
 from facefleet.archive.embedded_server import EmbeddedPostgresMissing, postgres_bin_dir
 from facefleet.localstack import processes, s3_server
+from tests.compose_secrets import COMPOSE_SECRETS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,19 +43,7 @@ COMPOSE_SERVICES = {
 }
 # Values for the variables that compose requires; only for validating the file (the full
 # checks of the rendered file: tests/test_compose_stack.py).
-DUMMY_SECRETS = {
-    name: "dummy-password"
-    for name in (
-        "REDIS_PASSWORD",
-        "S3_ROOT_SECRET_KEY",
-        "S3_APP_SECRET_KEY",
-        "POSTGRES_PASSWORD",
-        "APP_POSTGRES_PASSWORD",
-        "FACEFLEET_FLOWER_PASSWORD",
-        "FACEFLEET_WEBHOOK_SECRET",
-        "FACEFLEET_API_SESSION_SECRET",
-    )
-}
+DUMMY_SECRETS = {name: "dummy-password" for name in COMPOSE_SECRETS}
 
 
 def _archive_available() -> bool:

@@ -11,18 +11,9 @@ import pytest
 
 from facefleet.core.settings import Settings
 from facefleet.tasks.app import make_app
+from tests.compose_secrets import COMPOSE_SECRETS
 
 REPO = Path(__file__).resolve().parents[1]
-SECRET_VARS = (
-    "REDIS_PASSWORD",
-    "S3_ROOT_SECRET_KEY",
-    "S3_APP_SECRET_KEY",
-    "POSTGRES_PASSWORD",
-    "APP_POSTGRES_PASSWORD",
-    "FACEFLEET_FLOWER_PASSWORD",
-    "FACEFLEET_WEBHOOK_SECRET",
-    "FACEFLEET_API_SESSION_SECRET",
-)
 
 
 def _tracked_files() -> list[Path]:
@@ -52,7 +43,7 @@ def test_no_credentials_in_the_repository() -> None:
 
 def test_compose_secrets_are_required_variables() -> None:
     compose = (REPO / "docker-compose.yml").read_text()
-    for var in SECRET_VARS:
+    for var in COMPOSE_SECRETS:
         uses = re.findall(r"\$\{" + var + r"([^}]*)\}", compose)
         assert uses, f"{var} not used"
         assert all(u.startswith(":?") for u in uses), f"{var} must be required, got {uses}"

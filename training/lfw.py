@@ -72,6 +72,20 @@ def saw_lfw_people(train_people: Iterable[str], eval_pairs: Iterable[Pair]) -> b
     return not pair_people(eval_pairs).isdisjoint(train_people)
 
 
+def quick_run_pairs(pairs: Iterable[Pair], max_people: int) -> list[Pair]:
+    """The slice of DevTest a quick run (`--max-people N`) evaluates on: the first
+    max(2, N // 20) pairs of each kind in every fold, so every fold keeps both kinds."""
+    keep = max(2, max_people // 20)
+    taken: dict[tuple[int, bool], int] = {}
+    subset = []
+    for pair in pairs:
+        key = (pair.fold, pair.same)
+        if taken.get(key, 0) < keep:
+            taken[key] = taken.get(key, 0) + 1
+            subset.append(pair)
+    return subset
+
+
 def fold_sizes(n: int, folds: int = N_FOLDS) -> list[int]:
     """Contiguous, equal-as-possible part sizes; the first n % folds parts get one extra."""
     base, extra = divmod(n, folds)

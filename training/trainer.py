@@ -56,7 +56,7 @@ from facefleet.training.evaluation_report import identification_and_impostors
 from facefleet.training.facecache import FaceCache, lfw_face_cache
 from facefleet.training.folder import FolderData, load_folder, name_key
 from facefleet.training.identification import devtest_split
-from facefleet.training.lfw import LFWDataset
+from facefleet.training.lfw import LFWDataset, quick_run_pairs
 from facefleet.training.records import TrainConfig
 from facefleet.training.teacher import TEACHER_ID
 
@@ -163,16 +163,7 @@ class Trainer:
         self.n_train = len(self.train_paths) + len(self.data_paths)
         pairs = dataset.pairs("devtest")
         if cfg.max_people:
-            # Quick runs evaluate on a matching slice of DevTest: every fold keeps both kinds.
-            keep = max(2, cfg.max_people // 20)
-            taken: dict[tuple[int, bool], int] = {}
-            subset = []
-            for p in pairs:
-                key = (p.fold, p.same)
-                if taken.get(key, 0) < keep:
-                    taken[key] = taken.get(key, 0) + 1
-                    subset.append(p)
-            pairs = subset
+            pairs = quick_run_pairs(pairs, cfg.max_people)
         self.eval_pairs = pairs
         self.dataset = dataset
         needed = self.train_paths + [p.left for p in pairs] + [p.right for p in pairs]
