@@ -198,6 +198,7 @@ def test_fine_tuning_starts_from_an_earlier_run(
     before = torch.load(source / "latest.pt", weights_only=True)
     after = torch.load(tmp_path / "tuned" / "latest.pt", weights_only=True)
     assert after["epoch"] == 1  # a fresh run with its own schedule, not a resume
+    assert after["parent"] is None  # the source was trained from scratch
     for part in ("model", "head"):
         for name, tensor in before[part].items():
             if tensor.is_floating_point() and "running_" not in name:
@@ -213,6 +214,11 @@ def test_fine_tuning_starts_from_an_earlier_run(
     assert any("ArcFace head from each person's mean embedding" in line for line in lines)
     exported = torch.load(source / "extractor.pt", weights_only=True)["state_dict"]
     after = torch.load(tmp_path / "again" / "latest.pt", weights_only=True)
+    # Its lineage: the exported model is the parent, in the state and in the new export.
+    parent = B0Extractor.from_checkpoint(source / "extractor.pt").meta.model_id
+    assert after["parent"] == parent
+    child = B0Extractor.from_checkpoint(tmp_path / "again" / "extractor.pt").meta
+    assert child.training.parent_model == parent
     for name, tensor in exported.items():
         if tensor.is_floating_point() and "running_" not in name:
             assert torch.allclose(tensor.float(), after["model"][name], atol=1e-3), name

@@ -354,6 +354,7 @@ class Trainer:
             "history": self.history,
             "best": self.best,
             "world_size": self.dist.world_size,
+            "parent": self.parent_model,
         }
 
     def _save_state(self, name: str, epoch: int) -> None:
@@ -410,7 +411,12 @@ class Trainer:
                     f"{path} embeds in {meta.embedding_size} dimensions, this run in "
                     f"{self.config.embedding_size}"
                 )
-            return {"model": model.state_dict(), "classes": None, "epoch": meta.training.epoch}
+            return {
+                "model": model.state_dict(),
+                "classes": None,
+                "epoch": meta.training.epoch,
+                "parent": meta.model_id,
+            }
         return self._read_state(path, "start from")
 
     def _load_state(self, path: Path) -> int:
@@ -433,6 +439,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.history = list(state["history"])
         self.best = state["best"]
+        self.parent_model = state.get("parent")
         saved_world = int(state.get("world_size", 1))
         if saved_world != self.dist.world_size:
             # The batch is global (see the module's docstring): schedule and optimizer state
@@ -450,6 +457,8 @@ class Trainer:
             self.model.load_state_dict(state["model"])
         except RuntimeError as exc:
             raise FacefleetError(f"{path} holds another network: {exc}") from None
+        # An exported model is the parent itself; a training state passes on its own parent.
+        self.parent_model = state.get("parent")
         kept = ["network"]
         if state["classes"] == self.class_names:
             self.head.load_state_dict(state["head"])
@@ -573,6 +582,7 @@ class Trainer:
         self._build()
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
+        self.parent_model: str | None = None
         first = 1
         if init_state is not None:
             self._init_weights(init_state, cfg.init_from)
@@ -836,6 +846,7 @@ class Trainer:
                     "DevTest open-set protocol",
                     variant="scratch" if cfg.distill == "none" else f"distilled-{cfg.distill}",
                     teacher=None if cfg.distill == "none" else TEACHER_ID,
+                    parent_model=self.parent_model,
                 ),
             }
         )

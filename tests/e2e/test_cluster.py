@@ -193,9 +193,24 @@ def test_beat_schedules_training_with_periodic_metrics(cluster: Cluster, client:
             assert 0.0 < record.metric(metric).f1 <= 1.0
     keys = client.store.list(f"training/{run}/")
     assert f"training/{run}/latest.pt" in keys and f"training/{run}/extractor.pt" in keys
-    # It fine-tuned the release B0 (its parent) and did not beat it head to head: kept.
-    assert final.promoted is False
-    assert "not promoted: DevTest open-set identification" in (final.message or "")
+    # It fine-tuned the release B0 (its parent) and was judged head to head on the first
+    # DevTest people. Which way two epochs on 40 people go depends on the release (measured:
+    # DIR 0.3667 against 0.3619, promoted, and kept in another run of the same code), so here
+    # the decision is checked to be made, reported and followed by the model pointer;
+    # tests/test_retraining.py pins each outcome with a parent chosen for it.
+    from facefleet.jobs.records import MODEL_POINTER_KEY, ModelPointer
+
+    assert "DevTest open-set identification, first 200 people" in (final.message or "")
+    pointer = client.store.get_model_or_none(MODEL_POINTER_KEY, ModelPointer)
+    try:
+        if final.promoted:
+            assert (final.message or "").startswith("promoted b0-"), final.message
+            assert pointer is not None and pointer.run == run
+        else:
+            assert (final.message or "").startswith("not promoted: "), final.message
+            assert pointer is None
+    finally:
+        client.store.delete(MODEL_POINTER_KEY)  # the later tests start from the release
 
 
 def test_cli_against_the_cluster(cluster: Cluster, tmp_path: Path, astronaut_bgr) -> None:
