@@ -15,7 +15,7 @@ import torch
 from facefleet.core.alignment import ARCFACE_112
 from facefleet.core.errors import ModelError
 from facefleet.core.extractors import EXTRACTORS, ExtractorConfig, create_extractor
-from facefleet.core.extractors.b0 import B0Extractor, load_checkpoint
+from facefleet.core.extractors.b0 import B0Extractor, load_checkpoint, shipped_checkpoint
 from facefleet.core.extractors.dlib_resnet import DLIB_150
 
 
@@ -119,3 +119,13 @@ def test_bad_onnx_files_are_one_line(tmp_path: Path) -> None:
     (tmp_path / "ok.json").write_text("{not json")
     with pytest.raises(ModelError, match=r"ok\.json: not a readable ONNX sidecar"):
         create_extractor("onnx", ExtractorConfig(weights=tmp_path / "ok.onnx"))
+
+
+def test_shipped_b0_records_its_lineage() -> None:
+    """The released checkpoint says what it was trained on and which release it continues,
+    so a promoted successor's chain of parents reaches back through it."""
+    _, meta = load_checkpoint(shipped_checkpoint())
+    record = meta.training
+    assert record.train_protocol == "devtrain" and record.config.get("distill") == "dlib-online"
+    assert record.parent_model is not None and record.parent_model.startswith("b0-")
+    assert record.parent_model != meta.model_id
